@@ -1,0 +1,33 @@
+"""Shared fixtures: where the reference material lives, and hardware markers that skip cleanly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    return Path(os.environ.get("FLOWNET2_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """``../shared/reference``: the vectors produced by the reference implementation."""
+    path = _shared_dir() / "reference"
+    if not (path / "vectors_ops.npz").is_file():
+        pytest.fail(f"reference vectors not found at {path}; set FLOWNET2_SHARED to the shared/ folder")
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        skip_gpu = pytest.mark.skip(reason="hardware: no CUDA GPU on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
