@@ -54,6 +54,6 @@ if [ $system_ros -eq 0 ]; then
 fi
 
 # The package and its test tools; ranges, so the torch installed above satisfies them.
-pipi -e "$root[dev]"
+pipi -e "$root[dev]" --config-settings editable_mode=compat
 echo "$want" > "$stamp"
 echo "setup_env: ready ($venv)"
