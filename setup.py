@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["py.typed"]},
+    package_data={PACKAGE: ["py.typed", "ops/cuda/*.cu", "ops/cuda/*.cuh", "resources/*", "resources/*/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -28,7 +28,23 @@ setup(
         "PyYAML>=5.4",
     ],
     extras_require={
+        # ONNX export and its validation on ONNX Runtime (correlation custom op in Python).
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxruntime-extensions>=0.10"],
+        # Training logs and evaluation plots.
+        "train": ["matplotlib>=3.6", "tensorboard>=2.14"],
         "dev": [
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+            "onnxruntime-extensions>=0.10",
+            "matplotlib>=3.6",
+            "tensorboard>=2.14",
+            # TensorRT's lean runtime: the real plugin classes and registry, importable without a GPU,
+            # so the plugin's Python side is tested on CPU machines.
+            "tensorrt-lean-cu12>=10.3; platform_machine == 'x86_64'",
+            # NVRTC: compiles the correlation kernel to PTX on CPU-only machines (compile test).
+            "cuda-bindings>=12,<13",
+            "nvidia-cuda-nvrtc-cu12",
+            "nvidia-cuda-runtime-cu12",
             "pytest>=8",
             "hypothesis>=6.80",
             "ruff>=0.6",
@@ -42,6 +58,12 @@ setup(
         "console_scripts": [
             "flownet2-infer = flownet2_ros.cli.infer:main",
             "flownet2-benchmark = flownet2_ros.cli.benchmark:main",
+            "flownet2-export-onnx = flownet2_ros.cli.export_onnx:main",
+            "flownet2-build-engine = flownet2_ros.cli.build_engine:main",
+            "flownet2-train = flownet2_ros.cli.train:main",
+            "flownet2-evaluate = flownet2_ros.cli.evaluate:main",
+            "flow_node = flownet2_ros.ros.flow_node:main",
+            "image_sequence_player = flownet2_ros.ros.sequence_player:main",
         ],
     },
 )

@@ -1,0 +1,70 @@
+"""The interface between the node and whatever computes flow: two RGB frames in, a flow field out.
+
+The node knows nothing of models: it hands frames to a ``FlowEstimator`` chosen by name and gets flow
+back. Implementations own their device buffers, preallocated and reused across frames, and copy each
+frame to the device once: a frame that was the second image of the previous pair is passed again as the
+first image of the next one with the same ``key``, and its device copy (already resized to the network
+size) is reused.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be created or cannot run (missing weights/engine, no device, wrong version)."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend is running: shown in logs and diagnostics."""
+
+    name: str  # "torch", "tensorrt"
+    device: str  # "cpu", "cuda:0", or the GPU's name
+    precision: str  # "fp32", "fp16"
+    model: str  # stack name and where its weights came from
+    network_size: tuple[int, int] | None  # (height, width) the network runs at, once known
+
+
+class FlowEstimator(ABC):
+    """Flow between two RGB frames.
+
+    ``estimate(rgb1, rgb2)``: two (H, W, 3) uint8 RGB arrays of one size → (H_out, W_out, 2) float32 flow
+    in pixels of the output grid, u right, v down, from rgb1 to rgb2. ``output_size`` (height, width)
+    defaults to the input size; vectors are scaled to the output grid.
+    """
+
+    @abstractmethod
+    def estimate(
+        self,
+        rgb1: np.ndarray,
+        rgb2: np.ndarray,
+        *,
+        key1: int | None = None,
+        key2: int | None = None,
+        output_size: tuple[int, int] | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Flow from ``rgb1`` to ``rgb2``.
+
+        ``key1``/``key2``: identities of the frames (e.g. a frame counter); a frame seen before under the
+        same key is not copied to the device again. ``out``: a (H_out, W_out, 2) float32 C-contiguous array
+        to write into (no allocation per frame); returned when given.
+        """
+
+    @property
+    @abstractmethod
+    def info(self) -> BackendInfo:
+        """Name, device, precision, model and network size."""
+
+    def warmup(self, height: int, width: int) -> None:
+        """Run once on blank frames of this size so the first real frame is not slow (allocations, autotune)."""
+        blank = np.zeros((height, width, 3), np.uint8)
+        self.estimate(blank, blank)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release device memory; the estimator is unusable afterwards."""

@@ -1,0 +1,78 @@
+"""Choose and create a backend by name: ``torch``, ``tensorrt`` or ``auto``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .base import BackendError, FlowEstimator
+
+BACKEND_NAMES = ("auto", "torch", "tensorrt")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackendConfig:
+    """Everything a backend needs; the node fills it from its parameters.
+
+    ``checkpoint``: weights for the torch backend (official .pth.tar or a flownet2-train checkpoint);
+    ``engine``: a TensorRT engine file; ``model``: stack name the weights must hold (optional check);
+    ``device``: auto | cpu | cuda | cuda:N; ``precision``: fp32 | fp16 (fp16 on CUDA only);
+    ``network_size``: (height, width), multiples of 64, or None for the nearest multiples of the input.
+    """
+
+    checkpoint: str = ""
+    engine: str = ""
+    model: str = ""
+    device: str = "auto"
+    precision: str = "fp32"
+    network_size: tuple[int, int] | None = None
+
+
+def create_torch(config: BackendConfig) -> FlowEstimator:
+    from ..models import CheckpointError, load_checkpoint
+    from .torch_backend import TorchFlowEstimator
+
+    if config.precision not in ("fp32", "fp16"):
+        raise BackendError(f"precision must be fp32 or fp16, got {config.precision!r}")
+    if not config.checkpoint:
+        raise BackendError("the torch backend needs a checkpoint (parameter 'checkpoint')")
+    try:
+        model = load_checkpoint(config.checkpoint, name=config.model or None)
+    except CheckpointError as exc:
+        raise BackendError(str(exc)) from None
+    label = f"{type(model).__name__} from {Path(config.checkpoint).name}"
+    return TorchFlowEstimator(
+        model, config.device, fp16=config.precision == "fp16", network_size=config.network_size, label=label
+    )
+
+
+def tensorrt_unusable_reason(config: BackendConfig) -> str | None:
+    """Why the TensorRT backend cannot run with this config here, or None when it can."""
+    if not config.engine:
+        return "no engine file configured"
+    try:
+        from . import tensorrt_backend
+    except ImportError as exc:  # the module itself imports TensorRT lazily; this is a packaging problem
+        return f"TensorRT backend unavailable ({exc})"
+    return tensorrt_backend.unusable_reason(config)
+
+
+def create_estimator(name: str, config: BackendConfig) -> tuple[FlowEstimator, str]:
+    """Create backend ``name``; returns the estimator and a sentence saying what was chosen and why."""
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
+    if name == "tensorrt" or (name == "auto" and config.engine):
+        reason = tensorrt_unusable_reason(config)
+        if reason is None:
+            from .tensorrt_backend import create_tensorrt
+
+            return create_tensorrt(config), "tensorrt: engine usable on this machine"
+        if name == "tensorrt":
+            raise BackendError(f"tensorrt backend requested but unusable: {reason}")
+        estimator = create_torch(config)
+        return estimator, f"torch (auto: TensorRT not usable: {reason})"
+    estimator = create_torch(config)
+    why = "requested" if name == "torch" else "auto: no TensorRT engine configured"
+    return estimator, f"torch ({why})"

@@ -1,0 +1,1 @@
+"""Training and evaluation following the paper: multi-scale loss, schedules, stacking, metrics."""
