@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
+from ..timing import median_ms
 from .registry import build
-
-
-def median_ms(
-    run: Callable[[], object], repeats: int, warmup: int = 1, sync: Callable[[], None] | None = None
-) -> float:
-    """Median wall time of ``run()`` in milliseconds over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        run()
-    if sync:
-        sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        if sync:
-            sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def benchmark_stack(
@@ -44,7 +23,7 @@ def benchmark_stack(
     image2 = torch.rand(1, 3, height, width, device=device, dtype=dtype) * 255
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     with torch.inference_mode():
-        ms = median_ms(lambda: model(image1, image2), repeats, sync=sync)
+        ms = median_ms(lambda: model(image1, image2), repeats, warmup=1, sync=sync)
     params = sum(p.numel() for p in model.parameters())
     return {
         "stack": name + ("-thin" if thin else ""),

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
 
+from ..timing import median_ms
 from .correlation import correlation, correlation_naive
 
 __all__ = ["FLOWNETC_CORRELATION", "benchmark_correlation"]
@@ -22,19 +19,6 @@ FLOWNETC_CORRELATION: dict[str, int] = {
     "stride1": 1,
     "stride2": 2,
 }
-
-
-def _median_ms(fn: Callable[[], Tensor], repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def benchmark_correlation(
@@ -76,8 +60,9 @@ def benchmark_correlation(
         for _ in range(warmup):
             correlation(x1, x2, **cfg)
             correlation_naive(x1, x2, **cfg)
-        fast_ms = _median_ms(lambda: correlation(x1, x2, **cfg), repeats, dev)
-        naive_ms = _median_ms(lambda: correlation_naive(x1, x2, **cfg), n_naive, dev)
+        sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
+        fast_ms = median_ms(lambda: correlation(x1, x2, **cfg), repeats, sync=sync)
+        naive_ms = median_ms(lambda: correlation_naive(x1, x2, **cfg), n_naive, sync=sync)
         fast_out = correlation(x1, x2, **cfg)
         naive_out = correlation_naive(x1, x2, **cfg)
         max_diff = (fast_out.float() - naive_out.float()).abs().max().item()

@@ -1,0 +1,113 @@
+"""The backend interface: torch estimator semantics, buffers and caching, and name-based selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flownet2_ros.backends import BackendConfig, BackendError, TorchFlowEstimator, create_estimator
+from flownet2_ros.models import build
+
+
+class _Recorder(torch.nn.Module):
+    """A stack stand-in: flow = (mean of image2 − mean of image1, 1); records what it receives."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, image1, image2):
+        self.calls.append((image1.clone(), image2.clone()))
+        flow = torch.ones(image1.shape[0], 2, *image1.shape[-2:])
+        flow[:, 0] = (image2.mean() - image1.mean()).item()
+        return flow
+
+
+def _frame(value, height=48, width=80):
+    return np.full((height, width, 3), value, np.uint8)
+
+
+def test_torch_estimator_resizes_scales_and_writes_into_out():
+    net = _Recorder()
+    estimator = TorchFlowEstimator(net, device="cpu")
+    flow = estimator.estimate(_frame(10), _frame(30))
+    assert flow.shape == (48, 80, 2) and flow.dtype == np.float32
+    first, second = net.calls[-1]
+    assert first.shape == (1, 3, 64, 64)  # nearest multiples of 64 of 48x80
+    assert torch.allclose(first, torch.full_like(first, 10.0)) and torch.allclose(second, torch.full_like(second, 30.0))
+    np.testing.assert_allclose(flow[..., 0], 20.0 * 80 / 64, rtol=1e-6)  # u scaled by W/W'
+    np.testing.assert_allclose(flow[..., 1], 1.0 * 48 / 64, rtol=1e-6)  # v scaled by H/H'
+    out = np.empty((64, 64, 2), np.float32)
+    result = estimator.estimate(_frame(10), _frame(30), output_size=(64, 64), out=out)
+    assert result is out and np.allclose(out[..., 1], 1.0)  # network grid: no rescaling
+    with pytest.raises(ValueError, match="out must be"):
+        estimator.estimate(_frame(1), _frame(2), out=np.empty((10, 10, 2), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        estimator.estimate(_frame(1), _frame(2, width=64))
+    assert estimator.info.network_size == (64, 64) and estimator.info.precision == "fp32"
+
+
+def test_torch_estimator_reuses_the_previous_frame_by_key():
+    net = _Recorder()
+    estimator = TorchFlowEstimator(net, device="cpu")
+    estimator.estimate(_frame(1), _frame(2), key1=1, key2=2)
+    # Frame 2 comes back as the first image of the next pair under the same key: its device copy is reused,
+    # so even different pixel data under that key is not read again.
+    estimator.estimate(_frame(99), _frame(3), key1=2, key2=3)
+    assert torch.allclose(net.calls[-1][0], torch.full_like(net.calls[-1][0], 2.0))
+    estimator.estimate(_frame(99), _frame(4), key1=7, key2=8)  # unknown key: uploaded
+    assert torch.allclose(net.calls[-1][0], torch.full_like(net.calls[-1][0], 99.0))
+    # A new input size changes the automatic network size and drops the cache.
+    estimator.estimate(_frame(5, 130, 190), _frame(6, 130, 190), key1=8, key2=9)
+    assert net.calls[-1][0].shape[-2:] == (128, 192) and estimator.info.network_size == (128, 192)
+
+
+def test_fixed_network_size_and_option_errors():
+    net = _Recorder()
+    estimator = TorchFlowEstimator(net, device="cpu", network_size=(128, 256))
+    estimator.estimate(_frame(1), _frame(2))
+    assert net.calls[-1][0].shape[-2:] == (128, 256)
+    with pytest.raises(BackendError, match="multiples of 64"):
+        TorchFlowEstimator(net, device="cpu", network_size=(100, 128))
+    with pytest.raises(BackendError, match="fp16 needs a CUDA"):
+        TorchFlowEstimator(net, device="cpu", fp16=True)
+    with pytest.raises(BackendError, match="unknown device"):
+        TorchFlowEstimator(net, device="tpu:banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="CUDA is not available"):
+            TorchFlowEstimator(net, device="cuda")
+    estimator.close()
+    with pytest.raises(BackendError, match="closed"):
+        estimator.estimate(_frame(1), _frame(2))
+
+
+def test_real_stack_matches_flow_inference(tmp_path):
+    from flownet2_ros.models import FlowInference
+
+    torch.manual_seed(0)
+    model = build("FlowNet2S", thin=True)
+    path = tmp_path / "s.pth.tar"
+    torch.save({"state_dict": model.state_dict()}, path)
+    estimator, reason = create_estimator("auto", BackendConfig(checkpoint=str(path), device="cpu"))
+    assert reason == "torch (auto: no TensorRT engine configured)"
+    assert estimator.info.name == "torch" and "FlowNet2S from s.pth.tar" == estimator.info.model
+    rng = np.random.default_rng(0)
+    rgb1 = rng.integers(0, 255, (70, 100, 3), dtype=np.uint8)
+    rgb2 = np.roll(rgb1, 2, axis=1)
+    expected = FlowInference(model).estimate(rgb1, rgb2)
+    np.testing.assert_allclose(estimator.estimate(rgb1, rgb2), expected, atol=1e-5)
+
+
+def test_factory_errors(tmp_path):
+    with pytest.raises(BackendError, match="unknown backend"):
+        create_estimator("onnx", BackendConfig(checkpoint="x"))
+    with pytest.raises(BackendError, match="needs a checkpoint"):
+        create_estimator("torch", BackendConfig())
+    with pytest.raises(BackendError, match="checkpoint not found"):
+        create_estimator("torch", BackendConfig(checkpoint=str(tmp_path / "none.pth")))
+    with pytest.raises(BackendError, match="precision"):
+        create_estimator("torch", BackendConfig(checkpoint="x", precision="fp8"))
+    with pytest.raises(BackendError, match="tensorrt backend requested but unusable"):
+        create_estimator("tensorrt", BackendConfig(checkpoint="x"))
