@@ -53,7 +53,7 @@ setup(
             "types-tqdm",
         ],
     },
-    zip_safe=True,
+    zip_safe=False,
     entry_points={
         "console_scripts": [
             "flownet2-infer = flownet2_ros.cli.infer:main",
@@ -64,6 +64,7 @@ setup(
             "flownet2-evaluate = flownet2_ros.cli.evaluate:main",
             "flow_node = flownet2_ros.ros.flow_node:main",
             "image_sequence_player = flownet2_ros.ros.sequence_player:main",
+            "flow_recorder = flownet2_ros.ros.flow_recorder:main",
         ],
     },
 )

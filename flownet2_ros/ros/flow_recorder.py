@@ -1,0 +1,95 @@
+"""``flow_recorder``: saves what the flow node publishes (colour PNGs, .flo files) and prints rates.
+
+Used by the demo to leave images a person can look at; useful on a robot to grab a few flow frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+PROG = "flow_recorder"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Subscribe to the flow node's outputs and save N frames: <output>/flow_NNNN.png (the "
+        "flow/color image) and flow_NNNN.flo (the 32FC2 flow). Exits after --count frames or --timeout s.",
+    )
+    parser.add_argument(
+        "--output", "-o", type=Path, required=True, help="folder for the saved frames (created)"
+    )
+    parser.add_argument("--count", type=int, default=10, help="frames to save before exiting (default 10)")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)"
+    )
+    parser.add_argument("--namespace", default="", help="namespace of the flow node's topics (default: none)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import cv2
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from ..flowio import write_flo
+    from .image_convert import header_stamp_seconds, image_msg_to_array
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    prefix = args.namespace.rstrip("/") + "/" if args.namespace else ""
+    rclpy.init(args=None)
+    node = rclpy.create_node("flow_recorder")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    colors: dict[float, object] = {}
+    saved: list[float] = []
+    flows: dict[float, object] = {}
+
+    def save(stamp: float) -> None:
+        if stamp in colors and stamp in flows and len(saved) < args.count:
+            index = len(saved)
+            rgb = colors.pop(stamp)
+            cv2.imwrite(str(args.output / f"flow_{index:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            write_flo(args.output / f"flow_{index:04d}.flo", flows.pop(stamp))
+            saved.append(time.monotonic())
+
+    def on_color(msg: Image) -> None:
+        array, _ = image_msg_to_array(msg)
+        stamp = header_stamp_seconds(msg.header)
+        colors[stamp] = array.copy()
+        save(stamp)
+
+    def on_flow(msg: Image) -> None:
+        array, _ = image_msg_to_array(msg)
+        stamp = header_stamp_seconds(msg.header)
+        flows[stamp] = array.copy()
+        save(stamp)
+
+    node.create_subscription(Image, prefix + "flow/color", on_color, qos)
+    node.create_subscription(Image, prefix + "flow", on_flow, qos)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while len(saved) < args.count and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    if len(saved) < args.count:
+        print(
+            f"{PROG}: error: got {len(saved)} of {args.count} flow frames in {args.timeout:.0f} s",
+            file=sys.stderr,
+        )
+        return 1
+    rate = (
+        (len(saved) - 1) / (saved[-1] - saved[0]) if len(saved) > 1 and saved[-1] > saved[0] else float("nan")
+    )
+    print(f"{PROG}: saved {len(saved)} flow frames to {args.output} ({rate:.1f} frames/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
