@@ -27,12 +27,9 @@ class OpenCVFlowEstimator(FlowEstimator):
         self._cv2 = cv2
         self._method = method
         if method.startswith("dis_"):
-            preset = {
-                "dis_ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-                "dis_fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-                "dis_medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-            }[method]
-            self._dis = cv2.DISOpticalFlow_create(preset)
+            # OpenCV's preset numbers (ULTRAFAST 0, FAST 1, MEDIUM 2), stable across 4.x and 5.x.
+            preset = {"dis_ultrafast": 0, "dis_fast": 1, "dis_medium": 2}[method]
+            self._dis = cv2.DISOpticalFlow.create(preset)
         self._grey: dict[int, np.ndarray] = {}
 
     @property
@@ -66,7 +63,7 @@ class OpenCVFlowEstimator(FlowEstimator):
         if self._method == "farneback":
             flow = cv2.calcOpticalFlowFarneback(grey1, grey2, None, 0.5, 4, 15, 3, 5, 1.2, 0)
         else:
-            flow = self._dis.calc(grey1, grey2, None)
+            flow = self._dis.calc(grey1, grey2, None)  # type: ignore[call-overload]  # stubs lack the None overload
         height, width = rgb1.shape[:2]
         if output_size is not None and tuple(output_size) != (height, width):
             out_h, out_w = output_size

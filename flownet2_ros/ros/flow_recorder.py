@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import cv2
+    import numpy as np
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=None)
     node = rclpy.create_node("flow_recorder")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    colors: dict[float, object] = {}
+    colors: dict[float, np.ndarray] = {}
     saved: list[float] = []
-    flows: dict[float, object] = {}
+    flows: dict[float, np.ndarray] = {}
 
     def save(stamp: float) -> None:
         if stamp in colors and stamp in flows and len(saved) < args.count:
