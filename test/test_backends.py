@@ -36,7 +36,9 @@ def test_torch_estimator_resizes_scales_and_writes_into_out():
     assert flow.shape == (48, 80, 2) and flow.dtype == np.float32
     first, second = net.calls[-1]
     assert first.shape == (1, 3, 64, 64)  # nearest multiples of 64 of 48x80
-    assert torch.allclose(first, torch.full_like(first, 10.0)) and torch.allclose(second, torch.full_like(second, 30.0))
+    assert torch.allclose(first, torch.full_like(first, 10.0)) and torch.allclose(
+        second, torch.full_like(second, 30.0)
+    )
     np.testing.assert_allclose(flow[..., 0], 20.0 * 80 / 64, rtol=1e-6)  # u scaled by W/W'
     np.testing.assert_allclose(flow[..., 1], 1.0 * 48 / 64, rtol=1e-6)  # v scaled by H/H'
     out = np.empty((64, 64, 2), np.float32)
@@ -103,11 +105,23 @@ def test_real_stack_matches_flow_inference(tmp_path):
 def test_factory_errors(tmp_path):
     with pytest.raises(BackendError, match="unknown backend"):
         create_estimator("onnx", BackendConfig(checkpoint="x"))
-    with pytest.raises(BackendError, match="needs a checkpoint"):
-        create_estimator("torch", BackendConfig())
     with pytest.raises(BackendError, match="checkpoint not found"):
         create_estimator("torch", BackendConfig(checkpoint=str(tmp_path / "none.pth")))
     with pytest.raises(BackendError, match="precision"):
         create_estimator("torch", BackendConfig(checkpoint="x", precision="fp8"))
     with pytest.raises(BackendError, match="tensorrt backend requested but unusable"):
         create_estimator("tensorrt", BackendConfig(checkpoint="x"))
+
+
+def test_empty_checkpoint_means_the_embedded_default_model(tmp_path, monkeypatch):
+    from flownet2_ros.models import embedded
+
+    monkeypatch.setattr(embedded, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(BackendError, match="embedded default model is missing"):
+        create_estimator("torch", BackendConfig())
+    torch.save(
+        {"state_dict": build("FlowNet2S", thin=True).state_dict()},
+        tmp_path / embedded.DEFAULT_CHECKPOINT_NAME,
+    )
+    estimator, _ = create_estimator("torch", BackendConfig(device="cpu"))
+    assert estimator.info.model == "FlowNet2S from the embedded default model"

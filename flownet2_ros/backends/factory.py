@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from .base import BackendError, FlowEstimator
 
@@ -31,18 +30,17 @@ class BackendConfig:
 
 
 def create_torch(config: BackendConfig) -> FlowEstimator:
-    from ..models import CheckpointError, load_checkpoint
+    from ..models import CheckpointError, load_checkpoint, resolve_checkpoint
     from .torch_backend import TorchFlowEstimator
 
     if config.precision not in ("fp32", "fp16"):
         raise BackendError(f"precision must be fp32 or fp16, got {config.precision!r}")
-    if not config.checkpoint:
-        raise BackendError("the torch backend needs a checkpoint (parameter 'checkpoint')")
     try:
-        model = load_checkpoint(config.checkpoint, name=config.model or None)
+        path = resolve_checkpoint(config.checkpoint)  # empty: the embedded default model
+        model = load_checkpoint(path, name=config.model or None)
     except CheckpointError as exc:
         raise BackendError(str(exc)) from None
-    label = f"{type(model).__name__} from {Path(config.checkpoint).name}"
+    label = f"{type(model).__name__} from {path.name if config.checkpoint else 'the embedded default model'}"
     return TorchFlowEstimator(
         model, config.device, fp16=config.precision == "fp16", network_size=config.network_size, label=label
     )

@@ -13,6 +13,7 @@ from .checkpoint import (
     read_state_dict,
     save_checkpoint,
 )
+from .embedded import default_checkpoint, resolve_checkpoint
 from .inference import FlowInference, network_size_for, resize_flow
 from .layers import THIN_WIDTH
 from .networks import FlowNetC, FlowNetFusion, FlowNetS, FlowNetSD
@@ -36,11 +37,13 @@ __all__ = [
     "FlowNetS",
     "FlowNetSD",
     "build",
+    "default_checkpoint",
     "infer_stack_name",
     "load_checkpoint",
     "model_from_state_dict",
     "network_size_for",
     "read_state_dict",
     "resize_flow",
+    "resolve_checkpoint",
     "save_checkpoint",
 ]
