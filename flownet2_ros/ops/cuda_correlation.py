@@ -1,0 +1,692 @@
+"""The correlation CUDA kernel (``ops/cuda/correlation.cu``): run-time compilation with NVRTC and launches.
+
+No C extension is built: the kernel source ships with the package and is compiled by NVRTC when first
+needed, once per process and GPU architecture, with ``cuda-python`` (``cuda.bindings.nvrtc`` and
+``cuda.bindings.driver``) or, when that is missing, CuPy. On a GPU the module is loaded as a cubin for the
+device's exact ``sm_XY`` (runs on any driver of the same CUDA major version), falling back to PTX.
+
+- :func:`compile_ptx` — PTX for an architecture (``compute_87`` Jetson Orin, ``compute_90`` Hopper);
+  works on machines without a GPU (only NVRTC is needed).
+- :func:`launch_config` — grid, block, shared memory and entry point for a problem (pure arithmetic).
+- :func:`launch_correlation` — launch on raw device pointers and a CUDA stream handle (what the
+  TensorRT plugin's ``enqueue`` calls).
+- :func:`correlation_cuda` — the same for CUDA tensors, on torch's current stream.
+- :func:`benchmark_cuda_correlation` — the fast kernel against the naive kernel and the torch op.
+
+Checked without a GPU (test/test_cuda_kernel.py): NVRTC compilation for compute_87/compute_90, the
+launch arguments against the compiled signatures, and the kernels themselves compiled as C++ and run by a
+thread-per-CUDA-thread emulation against the torch op. Timing and real-GPU behaviour: scripts/gpu_check.sh.
+
+The kernel source has no ``#include``: half precision values are converted with PTX ``cvt`` instructions,
+so NVRTC needs no CUDA headers. :func:`find_cuda_include_dir` is still passed to NVRTC with ``-I`` when
+found, for kernels that would include ``<cuda_fp16.h>``. Set ``FLOWNET2_CUDA_LAUNCHER=cupy`` (or
+``cuda-python``) to force one launcher.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .correlation import correlation_output_size
+
+__all__ = [
+    "DTYPES",
+    "ENTRY_POINTS",
+    "FLOWNETC_PARAMS",
+    "KERNEL_PATH",
+    "VARIANTS",
+    "CorrelationParams",
+    "CudaCorrelationError",
+    "LaunchConfig",
+    "benchmark_cuda_correlation",
+    "compile_cubin",
+    "compile_ptx",
+    "correlation_cuda",
+    "find_cuda_include_dir",
+    "kernel_source",
+    "launch_config",
+    "launch_correlation",
+    "nvrtc_available",
+    "ptx_entry_points",
+]
+
+KERNEL_PATH = Path(__file__).resolve().parent / "cuda" / "correlation.cu"
+DTYPES = ("float32", "float16")
+VARIANTS = ("auto", "tiled", "pair", "naive")
+#: Every ``extern "C"`` entry point of the kernel source, by (variant, dtype).
+ENTRY_POINTS: dict[tuple[str, str], str] = {
+    ("tiled", "float32"): "correlation_tiled_f32",
+    ("tiled", "float16"): "correlation_tiled_f16",
+    ("pair", "float32"): "correlation_pair_f32",
+    ("pair", "float16"): "correlation_pair_f16",
+    ("naive", "float32"): "correlation_naive_kernel_f32",
+    ("naive", "float16"): "correlation_naive_kernel_f16",
+}
+
+# Must match the #defines of correlation.cu.
+_TILED_TX, _TILED_IR = 32, 8
+_PAIR_TX, _PAIR_IR = 64, 7
+_MAX_SHARED_BYTES = 48 * 1024  # dynamic shared memory available without opting in
+_MAX_CHUNK = 16  # channels staged per step
+_NAIVE_BLOCK = 256
+_MAX_GRID_YZ = 65535
+_MAX_WARPS = 16  # CORR_MAX_THREADS / 32 in correlation.cu
+
+
+class CudaCorrelationError(RuntimeError):
+    """NVRTC/driver missing, compilation or launch failed, or a problem the kernel cannot handle."""
+
+
+@dataclass(frozen=True)
+class CorrelationParams:
+    """The six correlation attributes (defaults: FlowNetC), validated on construction.
+
+    Raises:
+        ValueError: wrong type, even ``kernel_size``, negative padding/displacement, strides < 1, or a
+            non-finite ``corr_multiply``.
+    """
+
+    pad_size: int = 20
+    kernel_size: int = 1
+    max_displacement: int = 20
+    stride1: int = 1
+    stride2: int = 2
+    corr_multiply: float = 1.0
+
+    def __post_init__(self) -> None:
+        minima = {"pad_size": 0, "kernel_size": 1, "max_displacement": 0, "stride1": 1, "stride2": 1}
+        for name, minimum in minima.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+            if value < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        mult = self.corr_multiply
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not math.isfinite(mult):
+            raise ValueError(f"corr_multiply must be a finite number, got {mult!r}")
+        object.__setattr__(self, "corr_multiply", float(mult))
+
+    @property
+    def radius(self) -> int:
+        """Displacement radius d = max_displacement // stride2 (displacements i, j ∈ [−d, d])."""
+        return self.max_displacement // self.stride2
+
+    @property
+    def output_channels(self) -> int:
+        """(2d+1)²."""
+        return (2 * self.radius + 1) ** 2
+
+    def output_size(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(channels, out_height, out_width)`` for an input of ``height × width`` (ValueError if empty)."""
+        return correlation_output_size(
+            height, width, self.pad_size, self.kernel_size, self.max_displacement, self.stride1, self.stride2
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The six attributes by name (keyword arguments of :func:`..correlation.correlation`)."""
+        return asdict(self)
+
+
+FLOWNETC_PARAMS = CorrelationParams()
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How one correlation is launched: entry point, geometry and the scalar kernel arguments."""
+
+    entry: str
+    variant: str  # "tiled", "pair" or "naive"
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    shared_bytes: int
+    chunk: int
+    output_shape: tuple[int, int, int, int]  # (B, (2d+1)², H', W')
+    scale: float  # corr_multiply / (kernel_size² · C)
+
+
+def launch_config(
+    params: CorrelationParams,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    dtype: str = "float32",
+    variant: str = "auto",
+) -> LaunchConfig:
+    """Geometry of the launch for inputs (batch, channels, height, width) (pure arithmetic, no GPU).
+
+    ``variant``: ``auto`` (``pair`` where it applies — kernel_size 1 and stride2 = 2·stride1, as in
+    FlowNetC — else ``tiled``), ``tiled``, ``pair`` or ``naive`` (the straightforward kernel).
+
+    Raises:
+        ValueError: unknown dtype/variant, bad sizes, ``pair`` where it does not apply.
+        CudaCorrelationError: a problem beyond the kernel's limits (grid size, displacement radius).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    for name, value in (("batch", batch), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    out_c, out_h, out_w = params.output_size(height, width)
+    nd = 2 * params.radius + 1
+    scale = params.corr_multiply / (params.kernel_size**2 * channels)
+    shape = (batch, out_c, out_h, out_w)
+    pair_ok = params.kernel_size == 1 and params.stride2 == 2 * params.stride1
+    if variant == "auto":
+        variant = "pair" if pair_ok else "tiled"
+    elif variant == "pair" and not pair_ok:
+        raise ValueError("the pair kernel needs kernel_size 1 and stride2 == 2 * stride1")
+    entry = ENTRY_POINTS[(variant, dtype)]
+    if variant == "naive":
+        blocks = -(-batch * out_c * out_h * out_w // _NAIVE_BLOCK)
+        if blocks > 2**31 - 1:
+            raise CudaCorrelationError(f"problem too large for one launch ({blocks} blocks)")
+        return LaunchConfig(entry, variant, (blocks, 1, 1), (_NAIVE_BLOCK, 1, 1), 0, 0, shape, scale)
+    tx, ir = (_PAIR_TX, _PAIR_IR) if variant == "pair" else (_TILED_TX, _TILED_IR)
+    groups = -(-nd // ir)
+    if groups > _MAX_WARPS:
+        raise CudaCorrelationError(
+            f"max_displacement // stride2 = {params.radius} is too large for the kernel "
+            f"(at most {(_MAX_WARPS * ir - 1) // 2} for the {variant} kernel)"
+        )
+    if out_h > _MAX_GRID_YZ or batch * nd > _MAX_GRID_YZ:
+        raise CudaCorrelationError(
+            f"output height {out_h} or batch·(2d+1) = {batch * nd} exceeds the grid limit {_MAX_GRID_YZ}"
+        )
+    if variant == "pair":
+        span2 = tx + 2 * (groups * ir - 1)
+        half = ((span2 + 1) >> 1) | 1
+        per_channel = tx + 2 * half
+    else:
+        span1 = (tx - 1) * params.stride1 + params.kernel_size
+        per_channel = 2 * span1 + (groups * ir - 1) * params.stride2
+    chunk = min(_MAX_CHUNK, channels, _MAX_SHARED_BYTES // (4 * per_channel))
+    if chunk < 1:
+        raise CudaCorrelationError(
+            f"the correlation window ({per_channel} floats per channel) does not fit in shared memory"
+        )
+    grid = (-(-out_w // tx), out_h, batch * nd)
+    return LaunchConfig(
+        entry, variant, grid, (32 * groups, 1, 1), 4 * chunk * per_channel, chunk, shape, scale
+    )
+
+
+# --------------------------------------------------------------------------------------------- compiling
+
+
+def kernel_source() -> str:
+    """The CUDA C source of the kernels (package data, also inside a zipped install)."""
+    return (
+        resources.files(__package__ or "flownet2_ros.ops")
+        .joinpath("cuda/correlation.cu")
+        .read_text(encoding="utf-8")
+    )
+
+
+def find_cuda_include_dir() -> Path | None:
+    """A CUDA include directory (holding ``cuda_runtime.h``), or None.
+
+    Looks at ``$CUDA_HOME``/``$CUDA_PATH`` (their ``include``), ``/usr/local/cuda/include``, then the
+    ``nvidia-cuda-runtime-cu12`` wheel's ``nvidia/cuda_runtime/include``.
+    """
+    candidates: list[Path] = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            candidates.append(Path(os.environ[var]) / "include")
+    candidates.append(Path("/usr/local/cuda/include"))
+    try:
+        import nvidia.cuda_runtime as wheel
+
+        for root in getattr(wheel, "__path__", []):
+            candidates.append(Path(root) / "include")
+    except ImportError:
+        pass
+    for path in candidates:
+        if (path / "cuda_runtime.h").is_file():
+            return path
+    return None
+
+
+def _nvrtc_module() -> Any | None:
+    try:
+        from cuda.bindings import nvrtc
+
+        return nvrtc
+    except ImportError:
+        pass
+    try:  # cuda-python < 12.6 layout
+        from cuda import nvrtc
+
+        return nvrtc
+    except ImportError:
+        return None
+
+
+def nvrtc_available() -> str | None:
+    """None when NVRTC can be used from Python here, else the reason why not."""
+    nvrtc = _nvrtc_module()
+    if nvrtc is None:
+        return "cuda-python is not installed (pip install cuda-bindings nvidia-cuda-nvrtc-cu12)"
+    try:
+        err, _major, _minor = nvrtc.nvrtcVersion()
+    except Exception as exc:  # the shared library could not be loaded
+        return f"NVRTC library not loadable: {exc}"
+    if int(err) != 0:
+        return f"NVRTC not usable: {err}"
+    return None
+
+
+def _check_arch(arch: str, prefix: str) -> None:
+    if not arch.startswith(prefix) or not arch[len(prefix) :].isdigit():
+        raise ValueError(f"architecture must look like {prefix}90, got {arch!r}")
+
+
+@functools.cache
+def _nvrtc_compile(arch: str) -> bytes:
+    nvrtc = _nvrtc_module()
+    reason = nvrtc_available()
+    if nvrtc is None or reason is not None:
+        raise CudaCorrelationError(reason or "NVRTC unavailable")
+
+    def check(result: Any, what: str) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise CudaCorrelationError(f"NVRTC {what} failed: {err}")
+        return rest[0] if len(rest) == 1 else rest
+
+    prog = check(nvrtc.nvrtcCreateProgram(kernel_source().encode(), b"correlation.cu", 0, [], []), "create")
+    try:
+        options = [f"--gpu-architecture={arch}".encode()]
+        include = find_cuda_include_dir()
+        if include is not None:
+            options.append(f"-I{include}".encode())
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
+        if int(err) != 0:
+            size = check(nvrtc.nvrtcGetProgramLogSize(prog), "log size")
+            log = b" " * size
+            nvrtc.nvrtcGetProgramLog(prog, log)
+            raise CudaCorrelationError(
+                f"NVRTC could not compile correlation.cu for {arch}: {log.decode(errors='replace').strip()}"
+            )
+        if arch.startswith("sm_"):
+            size = check(nvrtc.nvrtcGetCUBINSize(prog), "cubin size")
+            image = b" " * size
+            check(nvrtc.nvrtcGetCUBIN(prog, image), "get cubin")
+        else:
+            size = check(nvrtc.nvrtcGetPTXSize(prog), "PTX size")
+            image = b" " * size
+            check(nvrtc.nvrtcGetPTX(prog, image), "get PTX")
+        return image
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+def compile_ptx(arch: str = "compute_90") -> str:
+    """PTX of all entry points for a virtual architecture (``compute_87``, ``compute_90``...).
+
+    Runs without a GPU; cached per process and architecture.
+
+    Raises:
+        CudaCorrelationError: NVRTC missing or the compilation failed (with NVRTC's log).
+    """
+    _check_arch(arch, "compute_")
+    return _nvrtc_compile(arch).rstrip(b"\0").decode()
+
+
+def compile_cubin(arch: str) -> bytes:
+    """Machine code (cubin) for a real architecture (``sm_87``, ``sm_90``...); cached per process."""
+    _check_arch(arch, "sm_")
+    return _nvrtc_compile(arch)
+
+
+# --------------------------------------------------------------------------------------------- launching
+
+
+class _DriverLauncher:
+    """cuda-python driver API: module loaded into the device's primary context."""
+
+    def __init__(self, device: int) -> None:
+        from cuda.bindings import driver
+
+        self._driver = driver
+        self._check(driver.cuInit(0), "cuInit")
+        dev = self._check(driver.cuDeviceGet(device), "cuDeviceGet")
+        current = self._check(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+        if current is None or int(current) == 0:
+            ctx = self._check(driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+            self._check(driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+        attr = driver.CUdevice_attribute
+        major = self._check(
+            driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "attribute"
+        )
+        minor = self._check(
+            driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "attribute"
+        )
+        try:
+            module = self._check(driver.cuModuleLoadData(compile_cubin(f"sm_{major}{minor}")), "load cubin")
+        except CudaCorrelationError:  # NVRTC too old for this GPU's sm: let the driver JIT the PTX
+            ptx = _nvrtc_compile(f"compute_{major}{minor}")
+            module = self._check(driver.cuModuleLoadData(ptx), "load PTX")
+        self._module = module
+        self._functions: dict[str, Any] = {}
+
+    def _check(self, result: Any, what: str) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            _, name = self._driver.cuGetErrorName(err)
+            raise CudaCorrelationError(f"CUDA driver call {what} failed: {name.decode() if name else err}")
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else rest
+
+    def launch(self, cfg: LaunchConfig, args: list[tuple[Any, str]], stream: int) -> None:
+        fn = self._functions.get(cfg.entry)
+        if fn is None:
+            fn = self._check(
+                self._driver.cuModuleGetFunction(self._module, cfg.entry.encode()), "get function"
+            )
+            self._functions[cfg.entry] = fn
+        ctype = {"ptr": ctypes.c_void_p, "int": ctypes.c_int, "float": ctypes.c_float}
+        values = tuple(value for value, _ in args)
+        types = tuple(ctype[kind] for _, kind in args)
+        self._check(
+            self._driver.cuLaunchKernel(
+                fn, *cfg.grid, *cfg.block, cfg.shared_bytes, self._driver.CUstream(stream), (values, types), 0
+            ),
+            f"cuLaunchKernel({cfg.entry})",
+        )
+
+
+class _CupyLauncher:
+    """CuPy's RawModule (NVRTC inside CuPy) on an external stream."""
+
+    def __init__(self, device: int) -> None:
+        import cupy
+
+        self._cupy = cupy
+        self._device = device
+        with cupy.cuda.Device(device):
+            self._module = cupy.RawModule(code=kernel_source())
+        self._functions: dict[str, Any] = {}
+
+    def launch(self, cfg: LaunchConfig, args: list[tuple[Any, str]], stream: int) -> None:
+        import numpy as np
+
+        cp = self._cupy
+        with cp.cuda.Device(self._device):
+            fn = self._functions.get(cfg.entry)
+            if fn is None:
+                fn = self._functions[cfg.entry] = self._module.get_function(cfg.entry)
+            convert = {"ptr": np.uint64, "int": np.int32, "float": np.float32}
+            values = tuple(convert[kind](value) for value, kind in args)
+            with cp.cuda.ExternalStream(stream):
+                fn(cfg.grid, cfg.block, values, shared_mem=cfg.shared_bytes)
+
+
+_launchers: dict[tuple[str, int, int], Any] = {}
+_launch_lock = threading.Lock()
+
+
+def _current_device() -> int:
+    """Device of the calling thread's current CUDA context (TensorRT's, in enqueue), else 0."""
+    try:
+        from cuda.bindings import driver
+
+        err, dev = driver.cuCtxGetDevice()
+        if int(err) == 0:
+            return int(dev)
+    except Exception:  # no cuda-python, or no driver library: the launcher reports it
+        pass
+    return 0
+
+
+def _current_context() -> int:
+    """Handle of the calling thread's current CUDA context (modules belong to one context), else 0."""
+    try:
+        from cuda.bindings import driver
+
+        err, ctx = driver.cuCtxGetCurrent()
+        if int(err) == 0 and ctx is not None:
+            return int(ctx)
+    except Exception:
+        pass
+    return 0
+
+
+def _launcher(device: int) -> Any:
+    forced = os.environ.get("FLOWNET2_CUDA_LAUNCHER", "")
+    kinds = [forced] if forced else ["cuda-python", "cupy"]
+    errors = []
+    for kind in kinds:
+        key = (kind, device, _current_context() if kind == "cuda-python" else 0)
+        with _launch_lock:
+            if key in _launchers:
+                return _launchers[key]
+            try:
+                if kind == "cuda-python":
+                    launcher: Any = _DriverLauncher(device)
+                elif kind == "cupy":
+                    launcher = _CupyLauncher(device)
+                else:
+                    raise CudaCorrelationError(
+                        f"FLOWNET2_CUDA_LAUNCHER must be cuda-python or cupy, not {kind!r}"
+                    )
+            except ImportError as exc:
+                errors.append(f"{kind}: {exc}")
+                continue
+            except CudaCorrelationError:
+                raise
+            except Exception as exc:  # driver library missing, no device...
+                raise CudaCorrelationError(f"CUDA is not usable through {kind}: {exc}") from None
+            _launchers[key] = launcher
+            return launcher
+    raise CudaCorrelationError(
+        "no CUDA launcher available (install cuda-python or CuPy): " + "; ".join(errors)
+    )
+
+
+def launch_correlation(
+    input1_ptr: int,
+    input2_ptr: int,
+    output_ptr: int,
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    params: CorrelationParams = FLOWNETC_PARAMS,
+    dtype: str = "float32",
+    stream: int = 0,
+    *,
+    device: int | None = None,
+    variant: str = "auto",
+) -> LaunchConfig:
+    """Launch the correlation on device memory (asynchronous, on ``stream``).
+
+    Inputs are contiguous NCHW (batch, channels, height, width) of ``dtype``; the output, contiguous
+    (batch, (2d+1)², H', W') of the same dtype, is fully overwritten. ``stream`` is a ``cudaStream_t`` as
+    an int (0: legacy default stream). ``device``: CUDA ordinal; None → the device of the current context.
+
+    Returns:
+        LaunchConfig: what was launched.
+
+    Raises:
+        CudaCorrelationError: no launcher, compilation/launch failure or limits; ValueError: bad arguments.
+    """
+    cfg = launch_config(params, batch, channels, height, width, dtype, variant)
+    _, _, out_h, out_w = cfg.output_shape
+    args: list[tuple[Any, str]] = [
+        (int(input1_ptr), "ptr"),
+        (int(input2_ptr), "ptr"),
+        (int(output_ptr), "ptr"),
+        (channels, "int"),
+        (height, "int"),
+        (width, "int"),
+        (out_h, "int"),
+        (out_w, "int"),
+        (params.pad_size, "int"),
+        (params.kernel_size, "int"),
+        (params.max_displacement, "int"),
+        (params.stride1, "int"),
+        (params.stride2, "int"),
+        (cfg.scale, "float"),
+        (cfg.chunk, "int"),
+    ]
+    if cfg.variant == "naive":
+        args.insert(0, (batch, "int"))
+    _launcher(_current_device() if device is None else device).launch(cfg, args, int(stream))
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------- torch
+
+
+def correlation_cuda(
+    input1: Any,
+    input2: Any,
+    pad_size: int = 20,
+    kernel_size: int = 1,
+    max_displacement: int = 20,
+    stride1: int = 1,
+    stride2: int = 2,
+    corr_multiply: float = 1.0,
+    *,
+    variant: str = "auto",
+) -> Any:
+    """The CUDA kernel on torch CUDA tensors (float32 or float16), on torch's current stream.
+
+    Same arguments and result as :func:`..correlation.correlation` (forward only, no autograd).
+    """
+    import torch
+
+    params = CorrelationParams(pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply)
+    if not isinstance(input1, torch.Tensor) or not isinstance(input2, torch.Tensor):
+        raise ValueError("input1 and input2 must be torch tensors")
+    if input1.shape != input2.shape or input1.dim() != 4:
+        raise ValueError(
+            f"expected two (B, C, H, W) tensors of one shape, got {input1.shape} and {input2.shape}"
+        )
+    if input1.dtype != input2.dtype or input1.dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"inputs must both be float32 or float16, got {input1.dtype} and {input2.dtype}")
+    if input1.device.type != "cuda" or input1.device != input2.device:
+        raise ValueError(f"inputs must be on one CUDA device, got {input1.device} and {input2.device}")
+    batch, channels, height, width = input1.shape
+    _, out_c, out_h, out_w = launch_config(params, batch, channels, height, width).output_shape
+    a, b = input1.contiguous(), input2.contiguous()
+    out = torch.empty((batch, out_c, out_h, out_w), dtype=input1.dtype, device=input1.device)
+    dtype = "float32" if input1.dtype == torch.float32 else "float16"
+    with torch.cuda.device(input1.device):
+        stream = torch.cuda.current_stream(input1.device).cuda_stream
+        launch_correlation(
+            a.data_ptr(),
+            b.data_ptr(),
+            out.data_ptr(),
+            batch,
+            channels,
+            height,
+            width,
+            params,
+            dtype,
+            stream,
+            device=input1.device.index if input1.device.index is not None else torch.cuda.current_device(),
+            variant=variant,
+        )
+    return out
+
+
+def _cuda_median_ms(fn: Any, repeats: int, warmup: int) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def benchmark_cuda_correlation(
+    shape: tuple[int, int, int, int] = (1, 256, 48, 64),
+    dtype: str = "float32",
+    params: CorrelationParams = FLOWNETC_PARAMS,
+    repeats: int = 50,
+    warmup: int = 5,
+    device: str = "cuda",
+    include_torch: bool = True,
+) -> dict[str, Any]:
+    """Time the fast kernel, the tiled kernel, the naive kernel and the torch op on one GPU.
+
+    The default shape is FlowNetC's conv3 output at 384×512 input (use (1, 256, 56, 128) for 448×1024).
+
+    Returns:
+        dict: shape, dtype, params, device name, compile seconds, ``*_ms`` medians for ``fast``
+        (auto variant), ``tiled``, ``naive`` and ``torch``, speedups of ``fast`` over the others, and the
+        largest absolute difference of each kernel from the torch op.
+    """
+    import torch
+
+    from .correlation import correlation
+
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
+    gen = torch.Generator(device=device).manual_seed(0)
+    x1 = torch.randn(shape, device=device, dtype=torch_dtype, generator=gen)
+    x2 = torch.randn(shape, device=device, dtype=torch_dtype, generator=gen)
+    kwargs = params.as_dict()
+    t0 = time.perf_counter()
+    correlation_cuda(x1, x2, **kwargs)  # compiles and loads the module
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    reference = correlation(x1.float(), x2.float(), **kwargs)
+    result: dict[str, Any] = {
+        "shape": list(shape),
+        "dtype": dtype,
+        "params": kwargs,
+        "device": torch.cuda.get_device_name(torch.device(device)),
+        "variant": launch_config(params, *shape, dtype=dtype).variant,
+        "first_call_s": round(compile_s, 3),
+    }
+    runs: dict[str, Any] = {
+        "fast": lambda: correlation_cuda(x1, x2, **kwargs),
+        "tiled": lambda: correlation_cuda(x1, x2, **kwargs, variant="tiled"),
+        "naive": lambda: correlation_cuda(x1, x2, **kwargs, variant="naive"),
+    }
+    if include_torch:
+        runs["torch"] = lambda: correlation(x1, x2, **kwargs)
+    for name, fn in runs.items():
+        out = fn()
+        result[f"{name}_max_abs_diff"] = float((out.float() - reference).abs().max())
+        result[f"{name}_ms"] = round(_cuda_median_ms(fn, repeats, warmup), 4)
+    for other in ("tiled", "naive", "torch"):
+        if f"{other}_ms" in result and result["fast_ms"] > 0:
+            result[f"speedup_vs_{other}"] = round(result[f"{other}_ms"] / result["fast_ms"], 2)
+    return result
+
+
+def ptx_entry_points(ptx: str) -> list[str]:
+    """Names of the kernels (``.entry``) defined in a PTX text."""
+    return list(_iter_entry_points(ptx))
+
+
+def _iter_entry_points(ptx: str) -> Iterator[str]:
+    for line in ptx.splitlines():
+        if ".entry" in line:
+            yield line.split(".entry", 1)[1].strip().split("(", 1)[0].strip()

@@ -1,0 +1,407 @@
+"""The correlation CUDA kernel: NVRTC compilation (CPU), launch geometry, a CPU emulation of the kernel
+source, and (GPU) the kernel against the torch op.
+
+The emulation compiles ``correlation.cu`` itself as C++ with g++: CUDA's built-ins become a thread per
+CUDA thread, ``__syncthreads`` a barrier and shared memory a NaN-poisoned array, and the grid runs block
+by block. It checks the kernels' index arithmetic, shared-memory layouts and spans on a machine without a
+GPU (a read of shared memory that was not staged yields NaN); timing and real-GPU behaviour need the gpu
+tests (scripts/gpu_check.sh).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from flownet2_ros.ops import cuda_correlation as cc
+from flownet2_ros.ops.correlation import correlation as reference_correlation
+from flownet2_ros.ops.correlation import correlation_output_size
+
+# (pad, kernel, max_displacement, stride1, stride2), covering both fast kernels and every parameter.
+CONFIGS = [
+    (20, 1, 20, 1, 2),  # FlowNetC → pair
+    (0, 1, 4, 1, 1),  # tiled, stride2 1
+    (3, 3, 4, 1, 1),  # kernel 3
+    (4, 3, 6, 2, 2),  # kernel 3, stride1 2
+    (5, 1, 6, 2, 4),  # pair with stride1 2
+    (1, 5, 3, 3, 1),  # kernel 5, stride1 3
+    (0, 1, 0, 1, 1),  # a single displacement
+    (4, 1, 8, 1, 2),  # pair, windows leave the image
+    (28, 1, 30, 1, 2),  # pair with 5 warps (nd = 31)
+]
+
+
+def _kwargs(config: tuple[int, ...]) -> dict[str, int]:
+    names = ("pad_size", "kernel_size", "max_displacement", "stride1", "stride2")
+    return dict(zip(names, config, strict=True))
+
+
+def _nvrtc_or_skip() -> None:
+    reason = cc.nvrtc_available()
+    if reason is not None:
+        pytest.skip(f"hardware/toolchain: {reason}")
+
+
+# ----------------------------------------------------------------------------------------- NVRTC (CPU)
+
+
+@pytest.mark.parametrize("arch", ["compute_87", "compute_90"])
+def test_ptx_compiles_with_every_entry_point(arch: str) -> None:
+    _nvrtc_or_skip()
+    start = time.perf_counter()
+    ptx = cc.compile_ptx(arch)
+    elapsed = time.perf_counter() - start
+    entries = cc.ptx_entry_points(ptx)
+    assert sorted(entries) == sorted(cc.ENTRY_POINTS.values())
+    assert f".target sm_{arch.split('_')[1]}" in ptx
+    assert cc.compile_ptx(arch) is not None  # cached: second call is free
+    print(f"{arch}: PTX {len(ptx)} bytes, compiled in {elapsed:.2f} s")
+
+
+def _ptx_params(ptx: str) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for entry in cc.ptx_entry_points(ptx):
+        params[entry] = re.findall(rf"\.param \.(\w+) {entry}_param_\d+", ptx)
+    return params
+
+
+@pytest.mark.parametrize("variant", ["auto", "tiled", "naive"])
+@pytest.mark.parametrize("dtype", cc.DTYPES)
+def test_launch_arguments_match_kernel_signature(
+    variant: str, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What launch_correlation passes (kinds and order) is what the compiled entry point declares."""
+    _nvrtc_or_skip()
+    launched: list[tuple[Any, list[tuple[Any, str]], int]] = []
+
+    class Recorder:
+        def launch(self, cfg: Any, args: list[tuple[Any, str]], stream: int) -> None:
+            launched.append((cfg, args, stream))
+
+    monkeypatch.setattr(cc, "_launcher", lambda device: Recorder())
+    cfg = cc.launch_correlation(
+        11, 22, 33, 2, 40, 48, 64, cc.CorrelationParams(), dtype, 77, device=0, variant=variant
+    )
+    ((got_cfg, args, stream),) = launched
+    assert got_cfg == cfg and stream == 77
+    ptx_types = {"ptr": "u64", "int": "u32", "float": "f32"}
+    assert [ptx_types[kind] for _, kind in args] == _ptx_params(cc.compile_ptx("compute_90"))[cfg.entry]
+    values = [value for value, _ in args]
+    if cfg.variant == "naive":
+        assert values[0] == 2
+        values = values[1:]
+    assert values[:8] == [11, 22, 33, 40, 48, 64, 48, 64]
+    assert values[8:13] == [20, 1, 20, 1, 2] and values[13] == pytest.approx(1 / 40)
+
+
+def test_compile_rejects_bad_arch() -> None:
+    with pytest.raises(ValueError, match="compute_90"):
+        cc.compile_ptx("sm_90")
+    with pytest.raises(ValueError, match="sm_90"):
+        cc.compile_cubin("compute_90")
+
+
+def test_kernel_source_needs_no_headers() -> None:
+    lines = cc.kernel_source().splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("#include")]
+
+
+def test_find_cuda_include_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "cuda_runtime.h").write_text("")
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    assert cc.find_cuda_include_dir() == tmp_path / "include"
+
+
+# --------------------------------------------------------------------------------- launch geometry (CPU)
+
+
+def test_launch_config_flownetc() -> None:
+    cfg = cc.launch_config(cc.FLOWNETC_PARAMS, 1, 256, 48, 64)
+    assert cfg.variant == "pair" and cfg.entry == "correlation_pair_f32"
+    assert cfg.output_shape == (1, 441, 48, 64)
+    assert cfg.grid == (1, 48, 21) and cfg.block == (96, 1, 1)
+    assert cfg.shared_bytes <= 48 * 1024 and cfg.chunk == 16
+    assert cfg.scale == pytest.approx(1 / 256)
+    half = cc.launch_config(cc.FLOWNETC_PARAMS, 2, 256, 56, 128, "float16", "tiled")
+    assert half.entry == "correlation_tiled_f16" and half.grid == (4, 56, 42)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_launch_config_shapes_match_reference(config: tuple[int, ...]) -> None:
+    params = cc.CorrelationParams(*config)
+    for h, w in ((20, 31), (48, 64), (7, 130)):
+        try:
+            expected = correlation_output_size(h, w, *config)
+        except ValueError:
+            continue
+        cfg = cc.launch_config(params, 3, 40, h, w)
+        assert cfg.output_shape == (3, *expected)
+        assert cfg.shared_bytes <= 48 * 1024
+        assert cfg.variant == ("pair" if config[1] == 1 and config[4] == 2 * config[3] else "tiled")
+
+
+def test_launch_config_errors() -> None:
+    params = cc.CorrelationParams()
+    with pytest.raises(ValueError, match="pair kernel"):
+        cc.launch_config(cc.CorrelationParams(kernel_size=3), 1, 8, 48, 64, variant="pair")
+    with pytest.raises(ValueError, match="dtype"):
+        cc.launch_config(params, 1, 8, 48, 64, dtype="bfloat16")
+    with pytest.raises(ValueError, match="variant"):
+        cc.launch_config(params, 1, 8, 48, 64, variant="fastest")
+    with pytest.raises(ValueError, match="too small"):
+        cc.launch_config(cc.CorrelationParams(pad_size=0), 1, 8, 30, 30)
+    with pytest.raises(cc.CudaCorrelationError, match="too large"):
+        cc.launch_config(cc.CorrelationParams(0, 1, 300, 1, 1), 1, 8, 700, 700)
+    with pytest.raises(ValueError, match="odd"):
+        cc.CorrelationParams(kernel_size=2)
+    with pytest.raises(ValueError, match="int"):
+        cc.CorrelationParams(pad_size=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="finite"):
+        cc.CorrelationParams(corr_multiply=float("nan"))
+
+
+# ------------------------------------------------------------------------------ CPU emulation of the .cu
+
+_HARNESS = r"""
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+#include <math.h>
+
+struct Dim3 { unsigned x = 0, y = 0, z = 0; };
+thread_local Dim3 threadIdx;
+Dim3 blockIdx, blockDim, gridDim;
+static std::barrier<> *g_barrier = nullptr;
+alignas(16) float smem[48 * 1024 / 4];
+static inline void __syncthreads() { g_barrier->arrive_and_wait(); }
+using std::min;
+
+static inline float load_f32(const unsigned short *p) { _Float16 h; std::memcpy(&h, p, 2); return (float)h; }
+static inline void store_f32(unsigned short *p, float v) { _Float16 h = (_Float16)v; std::memcpy(p, &h, 2); }
+
+#define CORRELATION_HOST_EMULATION
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __launch_bounds__(n)
+#define __shared__
+#include "correlation.cu"
+
+template <class F> static void run_grid(Dim3 grid, Dim3 block, F body) {
+    blockDim = block; gridDim = grid;
+    std::barrier<> bar((std::ptrdiff_t)block.x);
+    g_barrier = &bar;
+    auto worker = [&](unsigned t) {
+        threadIdx = Dim3{t, 0, 0};
+        for (unsigned z = 0; z < grid.z; ++z)
+            for (unsigned y = 0; y < grid.y; ++y)
+                for (unsigned x = 0; x < grid.x; ++x) {
+                    if (t == 0) {
+                        blockIdx = Dim3{x, y, z};
+                        std::fill(std::begin(smem), std::end(smem), std::numeric_limits<float>::quiet_NaN());
+                    }
+                    bar.arrive_and_wait();
+                    body();
+                    bar.arrive_and_wait();
+                }
+    };
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < block.x; ++t) threads.emplace_back(worker, t);
+    for (auto &th : threads) th.join();
+}
+
+#define ARGS C, H, W, oh, ow, pad, k, md, s1, s2, scale, chunk
+extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                          const void *a, const void *b, void *o, int B, int C, int H, int W, int oh,
+                          int ow, int pad, int k, int md, int s1, int s2, float scale, int chunk) {
+    std::string n(name);
+    Dim3 grid{gx, gy, gz}, block{bx, 1, 1};
+    typedef const float *F; typedef const unsigned short *Hf;
+    if (n == "correlation_tiled_f32") run_grid(grid, block, [&] { correlation_tiled_f32((F)a, (F)b, (float *)o, ARGS); });
+    else if (n == "correlation_tiled_f16") run_grid(grid, block, [&] { correlation_tiled_f16((Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
+    else if (n == "correlation_pair_f32") run_grid(grid, block, [&] { correlation_pair_f32((F)a, (F)b, (float *)o, ARGS); });
+    else if (n == "correlation_pair_f16") run_grid(grid, block, [&] { correlation_pair_f16((Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
+    else if (n == "correlation_naive_kernel_f32") run_grid(grid, block, [&] { correlation_naive_kernel_f32(B, (F)a, (F)b, (float *)o, ARGS); });
+    else if (n == "correlation_naive_kernel_f16") run_grid(grid, block, [&] { correlation_naive_kernel_f16(B, (Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
+    else return 1;
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("hardware/toolchain: no g++ to build the CPU emulation of the kernel")
+    build = tmp_path_factory.mktemp("emulator")
+    (build / "harness.cpp").write_text(_HARNESS)
+    lib = build / "libemu.so"
+    cmd = [compiler, "-O2", "-std=c++20", "-shared", "-fPIC", "-pthread", f"-I{cc.KERNEL_PATH.parent}"]
+    done = subprocess.run([*cmd, "harness.cpp", "-o", str(lib)], cwd=build, capture_output=True, text=True)
+    if done.returncode != 0:
+        if "barrier" in done.stderr or "_Float16" in done.stderr:
+            pytest.skip(f"hardware/toolchain: g++ lacks C++20 <barrier> or _Float16: {done.stderr[:200]}")
+        pytest.fail(f"correlation.cu does not compile as emulated C++:\n{done.stderr}")
+    emu = ctypes.CDLL(str(lib))
+    emu.emu_launch.restype = ctypes.c_int
+    emu.emu_launch.argtypes = [ctypes.c_char_p] + [ctypes.c_uint] * 4 + [ctypes.c_void_p] * 3
+    emu.emu_launch.argtypes += [ctypes.c_int] * 11 + [ctypes.c_float, ctypes.c_int]
+    return emu
+
+
+def _emulate(
+    emu: ctypes.CDLL, x1: np.ndarray, x2: np.ndarray, config: tuple[int, ...], variant: str = "auto"
+) -> np.ndarray:
+    params = cc.CorrelationParams(*config)
+    dtype = "float16" if x1.dtype == np.float16 else "float32"
+    b, c, h, w = x1.shape
+    cfg = cc.launch_config(params, b, c, h, w, dtype, variant)
+    out = np.full(cfg.output_shape, np.nan, dtype=x1.dtype)
+    _, _, oh, ow = cfg.output_shape
+    rc = emu.emu_launch(
+        cfg.entry.encode(),
+        *cfg.grid,
+        cfg.block[0],
+        x1.ctypes.data,
+        x2.ctypes.data,
+        out.ctypes.data,
+        b,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        *config,
+        cfg.scale,
+        cfg.chunk,
+    )
+    assert rc == 0
+    return out
+
+
+def _inputs(shape: tuple[int, int, int, int], seed: int, dtype: type = np.float32) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    return tuple(rng.standard_normal(shape).astype(dtype) for _ in range(2))
+
+
+def _reference(x1: np.ndarray, x2: np.ndarray, config: tuple[int, ...], mult: float = 1.0) -> np.ndarray:
+    t1, t2 = torch.from_numpy(x1.astype(np.float32)), torch.from_numpy(x2.astype(np.float32))
+    return reference_correlation(t1, t2, **_kwargs(config), corr_multiply=mult).numpy()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_emulated_fast_kernel_matches_reference(emulator: ctypes.CDLL, config: tuple[int, ...]) -> None:
+    # 20 channels: one full chunk of 16 plus a partial one; widths beyond one tile, odd sizes.
+    x1, x2 = _inputs((2, 20, 9, 70), seed=sum(config))
+    out = _emulate(emulator, x1, x2, config)
+    np.testing.assert_allclose(out, _reference(x1, x2, config), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["tiled", "naive"])
+def test_emulated_other_kernels_flownetc(emulator: ctypes.CDLL, variant: str) -> None:
+    config = CONFIGS[0]
+    x1, x2 = _inputs((1, 17, 5, 67), seed=3)
+    out = _emulate(emulator, x1, x2, config, variant)
+    np.testing.assert_allclose(out, _reference(x1, x2, config), rtol=0, atol=1e-5)
+
+
+def test_emulated_naive_kernel_general(emulator: ctypes.CDLL) -> None:
+    config = (3, 3, 4, 2, 1)
+    x1, x2 = _inputs((2, 6, 11, 13), seed=5)
+    out = _emulate(emulator, x1, x2, config, "naive")
+    np.testing.assert_allclose(out, _reference(x1, x2, config), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["pair", "tiled"])
+def test_emulated_fp16(emulator: ctypes.CDLL, variant: str) -> None:
+    config = CONFIGS[0]
+    x1, x2 = _inputs((1, 24, 6, 40), seed=11, dtype=np.float16)
+    out = _emulate(emulator, x1, x2, config, variant)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), _reference(x1, x2, config), rtol=2e-3, atol=2e-4)
+
+
+# ------------------------------------------------------------------------------------------------- GPU
+
+
+def _gpu_inputs(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    return (
+        torch.randn(shape, device="cuda", dtype=dtype, generator=gen),
+        torch.randn(shape, device="cuda", dtype=dtype, generator=gen),
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["auto", "tiled", "naive"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_gpu_kernel_matches_torch_fp32(config: tuple[int, ...], variant: str) -> None:
+    x1, x2 = _gpu_inputs((2, 37, 21, 75), torch.float32, seed=sum(config))
+    got = cc.correlation_cuda(x1, x2, **_kwargs(config), corr_multiply=0.5, variant=variant)
+    want = reference_correlation(x1, x2, **_kwargs(config), corr_multiply=0.5)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", CONFIGS)
+def test_gpu_kernel_matches_torch_fp16(config: tuple[int, ...]) -> None:
+    x1, x2 = _gpu_inputs((1, 64, 19, 70), torch.float16, seed=7 + sum(config))
+    got = cc.correlation_cuda(x1, x2, *config)
+    assert got.dtype == torch.float16
+    want = reference_correlation(x1.float(), x2.float(), *config)
+    torch.testing.assert_close(got.float(), want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seed", range(6))
+def test_gpu_kernel_random_configs(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = int(rng.choice([1, 3, 5]))
+    s1, s2 = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    md = int(rng.integers(0, 9))
+    pad = int(rng.integers(0, md + k))
+    h, w = int(rng.integers(2 * md + k, 40)), int(rng.integers(2 * md + k, 90))
+    config = (pad, k, md, s1, s2)
+    x1, x2 = _gpu_inputs((int(rng.integers(1, 3)), int(rng.integers(1, 70)), h, w), torch.float32, seed)
+    want = reference_correlation(x1, x2, *config)
+    torch.testing.assert_close(cc.correlation_cuda(x1, x2, *config), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("size", [(48, 64), (56, 128)])
+def test_gpu_kernel_flownetc_shapes(size: tuple[int, int]) -> None:
+    x1, x2 = _gpu_inputs((1, 256, *size), torch.float32, seed=1)
+    got = cc.correlation_cuda(x1, x2)
+    assert got.shape == (1, 441, *size)
+    torch.testing.assert_close(got, reference_correlation(x1, x2), rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_launch_on_side_stream_and_raw_pointers() -> None:
+    x1, x2 = _gpu_inputs((1, 32, 16, 40), torch.float32, seed=2)
+    out = torch.full((1, 441, 16, 40), float("nan"), device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    cfg = cc.launch_correlation(
+        x1.data_ptr(), x2.data_ptr(), out.data_ptr(), 1, 32, 16, 40, stream=stream.cuda_stream, device=0
+    )
+    stream.synchronize()
+    assert cfg.variant == "pair"
+    torch.testing.assert_close(out, reference_correlation(x1, x2), rtol=0, atol=1e-5)
