@@ -19,6 +19,8 @@ class BackendConfig:
     ``engine``: a TensorRT engine file; ``model``: stack name the weights must hold (optional check);
     ``device``: auto | cpu | cuda | cuda:N; ``precision``: fp32 | fp16 (fp16 on CUDA only);
     ``network_size``: (height, width), multiples of 64, or None for the nearest multiples of the input.
+    TensorRT only: ``onnx`` + ``allow_rebuild`` rebuild an engine that does not match this machine
+    (TensorRT version, GPU) into ``engine_cache_dir``; ``cuda_graph`` captures execution in a CUDA graph.
     """
 
     checkpoint: str = ""
@@ -27,6 +29,10 @@ class BackendConfig:
     device: str = "auto"
     precision: str = "fp32"
     network_size: tuple[int, int] | None = None
+    onnx: str = ""
+    engine_cache_dir: str = ""
+    allow_rebuild: bool = False
+    cuda_graph: bool = False
 
 
 def create_torch(config: BackendConfig) -> FlowEstimator:

@@ -16,13 +16,12 @@ cannot run (the factory then falls back to torch in ``auto`` mode).
 Runs only with the full TensorRT (``tensorrt``; the lean runtime ``tensorrt_lean`` is refused) and a CUDA
 GPU: everything after the checks — deserialisation, execution, graph capture — cannot run on a machine
 without them; the checks and the I/O planning (:func:`plan_io`) are plain code tested anywhere.
-Set ``FLOWNET2_TRT_CUDA_GRAPH=1`` to capture the engine's execution in CUDA graphs.
+Set ``BackendConfig.cuda_graph`` to capture the engine's execution in CUDA graphs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +129,7 @@ def unusable_reason(config: Any) -> str | None:
     engine's sidecar against this TensorRT version and GPU (and ``config.model`` / ``config.network_size``
     when given).
     """
-    from ..export.engine_metadata import EngineExpectation, EngineMismatchError, check_engine
+    from ..export.engine_metadata import EngineMismatchError, check_engine
 
     if not config.engine:
         return "no engine file configured"
@@ -147,31 +146,60 @@ def unusable_reason(config: Any) -> str | None:
     index, reason = _cuda_index(config.device)
     if reason is not None or index is None:
         return reason or "no CUDA device"
+    expected = _expectation(trt, index, config)
+    try:
+        check_engine(engine, expected, verify_hash=False)
+    except EngineMismatchError as exc:
+        if config.allow_rebuild and config.onnx:
+            return None  # create_tensorrt rebuilds it from the ONNX into the cache
+        return str(exc)
+    return None
+
+
+def _expectation(trt: Any, index: int, config: Any) -> Any:
+    """What the engine's sidecar must say for this TensorRT, this GPU and this config."""
     from ..export.engine_builder import describe_gpu
+    from ..export.engine_metadata import EngineExpectation
 
     name, capability = describe_gpu(index)
-    expected = EngineExpectation(
+    return EngineExpectation(
         tensorrt_version=str(trt.__version__),
         gpu_name=name,
         compute_capability=capability,
         stack=config.model or None,
         input_size=tuple(config.network_size) if config.network_size else None,
     )
-    try:
-        check_engine(engine, expected, verify_hash=False)
-    except EngineMismatchError as exc:
-        return str(exc)
-    return None
 
 
 def create_tensorrt(config: Any) -> TensorRTFlowEstimator:
-    """A :class:`TensorRTFlowEstimator` for ``config.engine`` (BackendError with the reason if unusable)."""
+    """A :class:`TensorRTFlowEstimator` for ``config.engine`` (BackendError with the reason if unusable).
+
+    With ``config.allow_rebuild`` and ``config.onnx``, an engine that does not match this machine is
+    rebuilt from the ONNX into ``config.engine_cache_dir`` (default: next to the engine) and that is used.
+    """
     reason = unusable_reason(config)
     if reason is not None:
         raise BackendError(reason)
-    graphs = os.environ.get("FLOWNET2_TRT_CUDA_GRAPH", "") in ("1", "true", "yes")
+    engine_path = Path(config.engine)
+    if config.allow_rebuild and config.onnx:
+        from ..export.engine_builder import EngineBuildError, load_or_rebuild_engine
+        from ..export.engine_metadata import EngineMismatchError
+
+        trt, _ = _full_tensorrt()
+        index, _ = _cuda_index(config.device)
+        assert index is not None
+        try:
+            engine_path, _why = load_or_rebuild_engine(
+                engine_path,
+                _expectation(trt, index, config),
+                onnx_path=config.onnx,
+                cache_dir=config.engine_cache_dir or None,
+                rebuild=True,
+            )
+        except (EngineMismatchError, EngineBuildError) as exc:
+            raise BackendError(str(exc)) from None
     return TensorRTFlowEstimator(
-        config.engine, config.device, cuda_graph=graphs, expected_stack=config.model or None
+        str(engine_path), config.device, cuda_graph=config.cuda_graph, expected_stack=config.model or None
     )
 
 
