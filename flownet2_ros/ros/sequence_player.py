@@ -1,0 +1,215 @@
+"""Play a folder of images or a video as a camera (``ros2 run flownet2_ros image_sequence_player``).
+
+Publishes ``image`` (sensor_msgs/Image, ``rgb8`` or ``bgr8``) and ``camera_info`` at ``rate_hz``,
+stamped with the node's clock, looping by default.  With no ``path`` it plays the demo sequence
+bundled with the package (``flownet2_ros/resources/demo_sequence``: a textured scene under smooth
+camera motion), so the flow node can run without a camera: ``ros2 launch flownet2_ros
+flownet2.launch.py demo:=true``.
+
+Parameters: ``path`` (folder of images — sorted by name — or a video file; empty: the demo),
+``rate_hz``, ``loop``, ``encoding`` (rgb8|bgr8), ``frame_id``, ``publish_camera_info``,
+``focal_length_px`` (pinhole focal length for camera_info; 0: the image width, ~53 deg field of view).
+Folders whose decoded frames fit in ``cache_mb`` are decoded once and kept as ready messages.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, Image
+
+__all__ = ["IMAGE_SUFFIXES", "SequencePlayer", "demo_sequence_dir", "main"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"})
+
+
+def demo_sequence_dir() -> Path:
+    """The bundled demo sequence (package data ``flownet2_ros/resources/demo_sequence``)."""
+    return Path(str(resources.files("flownet2_ros") / "resources" / "demo_sequence"))
+
+
+def _image_msg(bgr: np.ndarray, encoding: str) -> Image:
+    pixels = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if encoding == "rgb8" else np.ascontiguousarray(bgr)
+    msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=encoding, step=pixels.shape[1] * 3)
+    msg.data.frombytes(pixels.data.cast("B"))  # one copy into the message's own buffer
+    return msg
+
+
+class SequencePlayer(Node):
+    """Publishes the frames of a folder or video at a fixed rate; see the module docstring."""
+
+    def __init__(self, node_name: str = "image_sequence_player", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+
+        def declare(name: str, default: Any, description: str, **extra: Any) -> Any:
+            desc = ParameterDescriptor(description=description, **extra)
+            return self.declare_parameter(name, default, desc).value
+
+        path = declare(
+            "path", "", "Folder of images (sorted by name) or a video file; empty: the bundled demo."
+        )
+        self.rate_hz = float(
+            declare(
+                "rate_hz",
+                10.0,
+                "Frames per second.",
+                floating_point_range=[FloatingPointRange(from_value=0.01, to_value=1000.0, step=0.0)],
+            )
+        )
+        self.loop = bool(declare("loop", True, "Start again after the last frame."))
+        self.encoding = str(declare("encoding", "rgb8", "rgb8 or bgr8.", read_only=True))
+        self.frame_id = str(declare("frame_id", "camera", "header.frame_id of the images and camera_info."))
+        publish_info = bool(declare("publish_camera_info", True, "Also publish a pinhole camera_info."))
+        self.focal = float(
+            declare("focal_length_px", 0.0, "camera_info focal length (px); 0: the image width.")
+        )
+        cache_mb = float(
+            declare("cache_mb", 256.0, "Keep a folder's decoded frames in memory up to this size.")
+        )
+        if self.encoding not in ("rgb8", "bgr8"):
+            raise ValueError(f"encoding must be rgb8 or bgr8, got {self.encoding!r}")
+
+        self.source = Path(path).expanduser() if path else demo_sequence_dir()
+        self._files: list[Path] = []
+        self._capture: Any = None
+        self._cache: list[Image] | None = None
+        if self.source.is_dir():
+            self._files = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.source}")
+            first = self._read_file(0)
+            if first.nbytes * len(self._files) <= cache_mb * 1e6:
+                self._cache = [_image_msg(first, self.encoding)]
+                self._cache += [
+                    _image_msg(self._read_file(i), self.encoding) for i in range(1, len(self._files))
+                ]
+        elif self.source.is_file():
+            self._capture = cv2.VideoCapture(str(self.source))
+            if not self._capture.isOpened():
+                raise OSError(f"OpenCV cannot open {self.source} as a video")
+        else:
+            raise FileNotFoundError(f"{self.source} is neither a folder of images nor a video file")
+
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        overrides = QoSOverridingOptions.with_default_policies()
+        self._image_pub = self.create_publisher(Image, "image", qos, qos_overriding_options=overrides)
+        self._info_pub = self.create_publisher(CameraInfo, "camera_info", qos) if publish_info else None
+        self._index = 0
+        self.frames_published = 0
+        self.finished = False
+        self._timer = self.create_timer(1.0 / self.rate_hz, self._tick)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        count = len(self._files) if self._files else "?"
+        self.get_logger().info(
+            f"playing {self.source} ({count} frames) at {self.rate_hz:g} Hz as {self.encoding}"
+            + (", looping" if self.loop else "")
+        )
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            if param.name == "loop":
+                self.loop = bool(param.value)
+            elif param.name == "rate_hz":
+                self.rate_hz = float(param.value)
+                self.destroy_timer(self._timer)
+                self._timer = self.create_timer(1.0 / self.rate_hz, self._tick)
+            elif param.name == "frame_id":
+                self.frame_id = str(param.value)
+        return SetParametersResult(successful=True)
+
+    def _read_file(self, index: int) -> np.ndarray:
+        path = self._files[index]
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise OSError(f"cannot read image {path}")
+        return bgr
+
+    def _next_msg(self) -> Image | None:
+        if self._capture is not None:
+            ok, bgr = self._capture.read()
+            if not ok and self.loop and self.frames_published:
+                self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, bgr = self._capture.read()
+            return _image_msg(bgr, self.encoding) if ok else None
+        if self._index >= len(self._files):
+            if not self.loop:
+                return None
+            self._index = 0
+        index, self._index = self._index, self._index + 1
+        if self._cache is not None:
+            return self._cache[index]
+        return _image_msg(self._read_file(index), self.encoding)
+
+    def _tick(self) -> None:
+        if self.finished:
+            return
+        try:
+            msg = self._next_msg()
+        except Exception as exc:  # a bad file in the folder: skip it, keep playing
+            self.get_logger().error(f"skipping a frame: {exc}")
+            return
+        if msg is None:
+            self.finished = True
+            self.destroy_timer(self._timer)
+            self.get_logger().info(f"end of {self.source} after {self.frames_published} frames")
+            return
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.frame_id
+        self._image_pub.publish(msg)
+        if self._info_pub is not None:
+            self._info_pub.publish(self.camera_info(msg))
+        self.frames_published += 1
+
+    def camera_info(self, image: Image) -> CameraInfo:
+        """A distortion-free pinhole camera_info for ``image`` (principal point at the centre)."""
+        width, height = image.width, image.height
+        f = self.focal or float(width)
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        info = CameraInfo(header=image.header, width=width, height=height, distortion_model="plumb_bob")
+        info.d = [0.0] * 5
+        info.k = np.array([f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0])
+        info.r = np.eye(3).reshape(9)
+        info.p = np.array([f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+        return info
+
+    def destroy_node(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``image_sequence_player``: run until interrupted (or the end, without ``loop``)."""
+    rclpy.init(args=args)
+    node: SequencePlayer | None = None
+    code = 0
+    try:
+        node = SequencePlayer()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (OSError, ValueError) as exc:
+        print(f"image_sequence_player: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
