@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import deconv, iconv, predict_flow, scaled, upsample_flow
+from .layers import conv, deconv, iconv, predict_flow, scaled, upsample_flow
 
 _DECONV_CHANNELS = (512, 256, 128, 64)  # outputs of deconv5 … deconv2 in the full-width network
 _LEVELS = (5, 4, 3, 2)
@@ -26,6 +26,22 @@ class PyramidDecoderNet(nn.Module):
     Output of ``forward`` in subclasses: training mode → ``(flow2, flow3, flow4, flow5, flow6)``,
     eval mode → ``flow2`` alone; flowK is (B, 2, H/2^K, W/2^K) in units of input pixels / div_flow.
     """
+
+    def _build_encoder_tail(self, width: float) -> None:
+        """conv4 … conv6_1, common to C, S and SD: 1/8 → 1/64 resolution, 256 → 1024 channels."""
+        c = {n: scaled(n, width) for n in (256, 512, 1024)}
+        self.conv4 = conv(c[256], c[512], stride=2)
+        self.conv4_1 = conv(c[512], c[512])
+        self.conv5 = conv(c[512], c[512], stride=2)
+        self.conv5_1 = conv(c[512], c[512])
+        self.conv6 = conv(c[512], c[1024], stride=2)
+        self.conv6_1 = conv(c[1024], c[1024])
+
+    def encode_tail(self, out_conv3: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, C3, H/8, W/8) → the conv4_1, conv5_1 and conv6_1 outputs at 1/16, 1/32 and 1/64."""
+        out_conv4 = self.conv4_1(self.conv4(out_conv3))
+        out_conv5 = self.conv5_1(self.conv5(out_conv4))
+        return out_conv4, out_conv5, self.conv6_1(self.conv6(out_conv5))
 
     def _build_decoder(
         self,

@@ -29,12 +29,7 @@ class FlowNetS(PyramidDecoderNet):
         self.conv2 = conv(c[64], c[128], 5, 2)
         self.conv3 = conv(c[128], c[256], 5, 2)
         self.conv3_1 = conv(c[256], c[256])
-        self.conv4 = conv(c[256], c[512], stride=2)
-        self.conv4_1 = conv(c[512], c[512])
-        self.conv5 = conv(c[512], c[512], stride=2)
-        self.conv5_1 = conv(c[512], c[512])
-        self.conv6 = conv(c[512], c[1024], stride=2)
-        self.conv6_1 = conv(c[1024], c[1024])
+        self._build_encoder_tail(width)
         self._build_decoder(
             c[1024], (c[512], c[512], c[256], c[128]), width, upsample_bias=False, inter_convs=False
         )
@@ -42,9 +37,7 @@ class FlowNetS(PyramidDecoderNet):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
         out_conv2 = self.conv2(self.conv1(x))
         out_conv3 = self.conv3_1(self.conv3(out_conv2))
-        out_conv4 = self.conv4_1(self.conv4(out_conv3))
-        out_conv5 = self.conv5_1(self.conv5(out_conv4))
-        out_conv6 = self.conv6_1(self.conv6(out_conv5))
+        out_conv4, out_conv5, out_conv6 = self.encode_tail(out_conv3)
         return self.decode(out_conv6, (out_conv5, out_conv4, out_conv3, out_conv2))
 
 
@@ -64,12 +57,7 @@ class FlowNetC(PyramidDecoderNet):
         self.conv_redir = conv(c[256], c[32], 1, 1)
         self.corr = Correlation(pad_size=20, kernel_size=1, max_displacement=20, stride1=1, stride2=2)
         self.conv3_1 = conv(c[32] + self.corr.output_channels, c[256])
-        self.conv4 = conv(c[256], c[512], stride=2)
-        self.conv4_1 = conv(c[512], c[512])
-        self.conv5 = conv(c[512], c[512], stride=2)
-        self.conv5_1 = conv(c[512], c[512])
-        self.conv6 = conv(c[512], c[1024], stride=2)
-        self.conv6_1 = conv(c[1024], c[1024])
+        self._build_encoder_tail(width)
         self._build_decoder(
             c[1024], (c[512], c[512], c[256], c[128]), width, upsample_bias=True, inter_convs=False
         )
@@ -84,9 +72,7 @@ class FlowNetC(PyramidDecoderNet):
         out_corr = F.leaky_relu(self.corr(out_conv3a, out_conv3b), LEAKY_SLOPE)
         in_conv3_1 = torch.cat((self.conv_redir(out_conv3a), out_corr), dim=1)
         out_conv3_1 = self.conv3_1(in_conv3_1)
-        out_conv4 = self.conv4_1(self.conv4(out_conv3_1))
-        out_conv5 = self.conv5_1(self.conv5(out_conv4))
-        out_conv6 = self.conv6_1(self.conv6(out_conv5))
+        out_conv4, out_conv5, out_conv6 = self.encode_tail(out_conv3_1)
         return self.decode(out_conv6, (out_conv5, out_conv4, out_conv3_1, out_conv2[:batch]))
 
 
@@ -106,12 +92,7 @@ class FlowNetSD(PyramidDecoderNet):
         self.conv2_1 = conv(c[128], c[128])
         self.conv3 = conv(c[128], c[256], stride=2)
         self.conv3_1 = conv(c[256], c[256])
-        self.conv4 = conv(c[256], c[512], stride=2)
-        self.conv4_1 = conv(c[512], c[512])
-        self.conv5 = conv(c[512], c[512], stride=2)
-        self.conv5_1 = conv(c[512], c[512])
-        self.conv6 = conv(c[512], c[1024], stride=2)
-        self.conv6_1 = conv(c[1024], c[1024])
+        self._build_encoder_tail(width)
         self._build_decoder(
             c[1024], (c[512], c[512], c[256], c[128]), width, upsample_bias=True, inter_convs=True
         )
@@ -120,9 +101,7 @@ class FlowNetSD(PyramidDecoderNet):
         out_conv1 = self.conv1_1(self.conv1(self.conv0(x)))
         out_conv2 = self.conv2_1(self.conv2(out_conv1))
         out_conv3 = self.conv3_1(self.conv3(out_conv2))
-        out_conv4 = self.conv4_1(self.conv4(out_conv3))
-        out_conv5 = self.conv5_1(self.conv5(out_conv4))
-        out_conv6 = self.conv6_1(self.conv6(out_conv5))
+        out_conv4, out_conv5, out_conv6 = self.encode_tail(out_conv3)
         return self.decode(out_conv6, (out_conv5, out_conv4, out_conv3, out_conv2))
 
 

@@ -15,6 +15,8 @@ its layers without a prefix; the composite stacks hold sub-networks under ``flow
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,6 +73,15 @@ class StackConfig:
         self.width = float(width)
         self.train_flow_scale = self.div_flow
 
+    def _standalone_forward(
+        self, network: Callable[[Tensor], Prediction], image1: Tensor, image2: Tensor
+    ) -> Prediction:
+        """A single-network stack: the network on the stacked normalised frames, flow2 upsampled ×4."""
+        x1, x2 = normalize_pair(image1, image2, self.rgb_max)
+        flows = network(torch.cat((x1, x2), dim=1))
+        training = isinstance(self, nn.Module) and self.training
+        return flows if training else upsample4(finest(flows) * self.div_flow, "bilinear")
+
 
 class FlowNet2C(FlowNetC, StackConfig):
     """FlowNetC alone (checkpoint ``FlowNet2-C``): flow = bilinear×4(flownetc · div_flow)."""
@@ -80,9 +91,7 @@ class FlowNet2C(FlowNetC, StackConfig):
         self._set_config(div_flow, rgb_max, width)
 
     def forward(self, image1: Tensor, image2: Tensor) -> Prediction:  # type: ignore[override]
-        x1, x2 = normalize_pair(image1, image2, self.rgb_max)
-        flows = super().forward(torch.cat((x1, x2), dim=1))
-        return flows if self.training else upsample4(finest(flows) * self.div_flow, "bilinear")
+        return self._standalone_forward(super().forward, image1, image2)
 
 
 class FlowNet2S(FlowNetS, StackConfig):
@@ -93,9 +102,7 @@ class FlowNet2S(FlowNetS, StackConfig):
         self._set_config(div_flow, rgb_max, width)
 
     def forward(self, image1: Tensor, image2: Tensor) -> Prediction:  # type: ignore[override]
-        x1, x2 = normalize_pair(image1, image2, self.rgb_max)
-        flows = super().forward(torch.cat((x1, x2), dim=1))
-        return flows if self.training else upsample4(finest(flows) * self.div_flow, "bilinear")
+        return self._standalone_forward(super().forward, image1, image2)
 
 
 class FlowNet2SD(FlowNetSD, StackConfig):
@@ -106,9 +113,7 @@ class FlowNet2SD(FlowNetSD, StackConfig):
         self._set_config(div_flow, rgb_max, width)
 
     def forward(self, image1: Tensor, image2: Tensor) -> Prediction:  # type: ignore[override]
-        x1, x2 = normalize_pair(image1, image2, self.rgb_max)
-        flows = super().forward(torch.cat((x1, x2), dim=1))
-        return flows if self.training else upsample4(finest(flows) * self.div_flow, "bilinear")
+        return self._standalone_forward(super().forward, image1, image2)
 
 
 class _CompositeStack(nn.Module, StackConfig):
