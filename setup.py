@@ -31,13 +31,15 @@ setup(
         # ONNX export and its validation on ONNX Runtime (correlation custom op in Python).
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxruntime-extensions>=0.10"],
         # Training logs and evaluation plots.
-        "train": ["matplotlib>=3.6", "tensorboard>=2.14"],
+        "train": ["matplotlib>=3.6", "tensorboard>=2.14", "scikit-image>=0.21"],
         "dev": [
             "onnx>=1.15",
             "onnxruntime>=1.17",
             "onnxruntime-extensions>=0.10",
             "matplotlib>=3.6",
             "tensorboard>=2.14",
+            # Real photographs (its bundled sample images) for the learned-vs-classical comparison.
+            "scikit-image>=0.21",
             # TensorRT's lean runtime: the real plugin classes and registry, importable without a GPU,
             # so the plugin's Python side is tested on CPU machines.
             "tensorrt-lean-cu12>=10.3; platform_machine == 'x86_64'",
@@ -62,6 +64,7 @@ setup(
             "flownet2-build-engine = flownet2_ros.cli.build_engine:main",
             "flownet2-train = flownet2_ros.cli.train:main",
             "flownet2-evaluate = flownet2_ros.cli.evaluate:main",
+            "flownet2-compare = flownet2_ros.cli.compare:main",
             "flow_node = flownet2_ros.ros.flow_node:main",
             "image_sequence_player = flownet2_ros.ros.sequence_player:main",
             "flow_recorder = flownet2_ros.ros.flow_recorder:main",

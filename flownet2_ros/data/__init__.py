@@ -23,6 +23,7 @@ from .datasets import (
     to_sample,
 )
 from .errors import DatasetError
+from .photo_motion import PhotoMotionDataset, packaged_photographs
 from .synthetic import SyntheticFlowDataset, SyntheticScene, render_scene
 
 __all__ = [
@@ -40,10 +41,12 @@ __all__ = [
     "KittiFlow",
     "MpiSintel",
     "PairRecord",
+    "PhotoMotionDataset",
     "Resize",
     "SyntheticFlowDataset",
     "SyntheticScene",
     "apply_transforms",
+    "packaged_photographs",
     "read_flow_file",
     "read_mask",
     "render_scene",

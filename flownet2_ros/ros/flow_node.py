@@ -232,6 +232,10 @@ class FlowNode(LifecycleNode):
             device=s.device,
             precision=s.precision,
             network_size=s.network_size,
+            onnx=s.onnx,
+            engine_cache_dir=s.engine_cache_dir,
+            allow_rebuild=s.allow_engine_rebuild,
+            cuda_graph=s.cuda_graph,
         )
         try:
             estimator, why = self._factory(s.backend, config)

@@ -120,6 +120,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("engine", "", "TensorRT engine file (backend tensorrt or auto).", when=CONFIGURE),
     ParamSpec(
+        "onnx",
+        "",
+        "ONNX file the engine was built from; with allow_engine_rebuild, an engine that does not match this "
+        "TensorRT/GPU is rebuilt from it.",
+        when=CONFIGURE,
+    ),
+    ParamSpec(
+        "allow_engine_rebuild",
+        False,
+        "Rebuild a mismatched or corrupt engine from `onnx` into engine_cache_dir (takes minutes once).",
+        when=CONFIGURE,
+    ),
+    ParamSpec(
+        "engine_cache_dir", "", "Folder for rebuilt engines; empty: next to the engine file.", when=CONFIGURE
+    ),
+    ParamSpec(
+        "cuda_graph", False, "TensorRT: capture the engine's execution in a CUDA graph.", when=CONFIGURE
+    ),
+    ParamSpec(
         "model",
         "",
         "Stack the weights must hold (FlowNet2, FlowNet2S, FlowNet2CSS, ...); empty: whatever they hold.",
@@ -218,6 +237,10 @@ class FlowNodeSettings:
     backend: str = "auto"
     checkpoint: str = ""
     engine: str = ""
+    onnx: str = ""
+    allow_engine_rebuild: bool = False
+    engine_cache_dir: str = ""
+    cuda_graph: bool = False
     model: str = ""
     device: str = "auto"
     precision: str = "fp32"
