@@ -21,19 +21,33 @@ def build_parser() -> argparse.ArgumentParser:
         "time per pair, and the machine it ran on.",
     )
     parser.add_argument(
-        "--checkpoint", "-c", default="",
+        "--checkpoint",
+        "-c",
+        default="",
         help="checkpoint to measure (default: the embedded default model)",
     )
-    parser.add_argument("--size", type=parse_size, default=(480, 640), help="frame size WxH (default 640x480)")
-    parser.add_argument("--pairs", type=int, default=24, help="pairs per evaluation set (default 24)")
-    parser.add_argument("--seed", type=int, default=424242, help="seed of the evaluation sets (never a training seed)")
     parser.add_argument(
-        "--max-displacement", type=float, default=16.0,
+        "--size", type=parse_size, default=(480, 640), help="frame size WxH (default 640x480)"
+    )
+    parser.add_argument("--pairs", type=int, default=24, help="pairs per evaluation set (default 24)")
+    parser.add_argument(
+        "--seed", type=int, default=424242, help="seed of the evaluation sets (never a training seed)"
+    )
+    parser.add_argument(
+        "--max-displacement",
+        type=float,
+        default=16.0,
         help="largest motion (px) in the synthetic set; the photographs move up to 2/3 of it (default 16)",
     )
-    parser.add_argument("--device", default="cpu", help="device of the learned model: cpu (default; the classical methods run on CPU), cuda")
     parser.add_argument(
-        "--methods", nargs="*", default=["dis_ultrafast", "dis_fast", "dis_medium", "farneback"],
+        "--device",
+        default="cpu",
+        help="device of the learned model: cpu (default; the classical methods run on CPU), cuda",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=["dis_ultrafast", "dis_fast", "dis_medium", "farneback"],
         help="classical methods to include (default: all four)",
     )
     parser.add_argument("--output", "-o", type=Path, help="also write table.md and results.json here")
@@ -77,7 +91,9 @@ def _run(args: argparse.Namespace) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "table.md").write_text(table + "\n")
         (args.output / "results.json").write_text(
-            json.dumps({"machine": machine, "size": [width, height], "rows": [asdict(r) for r in rows]}, indent=1)
+            json.dumps(
+                {"machine": machine, "size": [width, height], "rows": [asdict(r) for r in rows]}, indent=1
+            )
         )
     return 0
 
