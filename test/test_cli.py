@@ -91,9 +91,20 @@ def test_infer_video(tmp_path, thin_checkpoint, capsys):
     assert sorted(p.name for p in (tmp_path / "o").glob("*.flo")) == [f"frame_00000{i}.flo" for i in range(3)]
 
 
-def test_infer_refuses_without_checkpoint(tmp_path, capsys):
+def test_infer_without_checkpoint_uses_the_embedded_model_or_refuses(
+    tmp_path, thin_checkpoint, capsys, monkeypatch
+):
+    from flownet2_ros.models import embedded
+
     frames = _write_frames(tmp_path / "frames", 2)
-    _fails([*frames, "-o", tmp_path / "o"], capsys, "no --checkpoint given")
+    monkeypatch.setattr(embedded, "WEIGHTS_DIR", tmp_path / "no_weights")
+    _fails([*frames, "-o", tmp_path / "o"], capsys, "no --checkpoint given and the embedded default model")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(thin_checkpoint, weights / embedded.DEFAULT_CHECKPOINT_NAME)
+    monkeypatch.setattr(embedded, "WEIGHTS_DIR", weights)
+    assert infer.main([*map(str, frames), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert (tmp_path / "o" / "f00.flo").is_file()
 
 
 def test_infer_errors_are_one_line(tmp_path, thin_checkpoint, capsys):

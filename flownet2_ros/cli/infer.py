@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-c",
         type=Path,
         help="trained weights: an official FlowNet2*_checkpoint.pth.tar of NVIDIA's flownet2-pytorch, or a "
-        "checkpoint written by flownet2-train; the stack is recognised from its keys",
+        "checkpoint written by flownet2-train; the stack is recognised from its keys (default: the embedded "
+        "model shipped with the package, a thin FlowNet2S trained on synthetic data)",
     )
     parser.add_argument(
         "--model",
@@ -83,18 +84,19 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..flowio import flow_to_color, write_flo
     from ..flowio.frames import count_frames, iter_pairs
-    from ..models import FlowInference, load_checkpoint
+    from ..models import FlowInference, default_checkpoint, load_checkpoint
     from .common import CliError, resolve_device
 
-    if args.checkpoint is None:
+    checkpoint = args.checkpoint or default_checkpoint()
+    if checkpoint is None:
         raise CliError(
-            "no --checkpoint given: flow needs trained weights (e.g. an official FlowNet2_checkpoint.pth.tar); "
-            "random weights are never presented as a result"
+            "no --checkpoint given and the embedded default model is not installed: flow needs trained weights "
+            "(e.g. an official FlowNet2_checkpoint.pth.tar); random weights are never presented as a result"
         )
     device = resolve_device(args.device)
     if args.fp16 and not device.startswith("cuda"):
         raise CliError("--fp16 needs a CUDA device (float16 convolutions on CPU are slow and inexact)")
-    model = load_checkpoint(args.checkpoint, name=args.model)
+    model = load_checkpoint(checkpoint, name=args.model)
     stack = type(model).__name__
     dtype = torch.float16 if args.fp16 else torch.float32
     runner = FlowInference(model, mode=args.mode, device=device, dtype=dtype)
