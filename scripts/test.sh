@@ -10,7 +10,7 @@ set +u
 source scripts/env.sh
 set -u
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((RANDOM % 100 + 100))}   # parallel runs on one machine stay apart
-echo "== ruff"; ruff check flownet2_ros test launch setup.py
-echo "== ruff format"; ruff format --check flownet2_ros test launch setup.py
+echo "== ruff"; ruff check flownet2_ros test launch scripts setup.py
+echo "== ruff format"; ruff format --check flownet2_ros test launch scripts setup.py
 echo "== mypy"; mypy flownet2_ros
 echo "== pytest"; python -m pytest "$@"

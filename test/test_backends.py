@@ -125,3 +125,25 @@ def test_empty_checkpoint_means_the_embedded_default_model(tmp_path, monkeypatch
     )
     estimator, _ = create_estimator("torch", BackendConfig(device="cpu"))
     assert estimator.info.model == "FlowNet2S from the embedded default model"
+
+
+def test_packaged_checkpoint_is_half_size_and_loads(tmp_path):
+    from flownet2_ros.models import load_checkpoint
+    from flownet2_ros.models.embedded import package_checkpoint
+
+    torch.manual_seed(0)
+    model = build("FlowNet2S", thin=True)
+    source = tmp_path / "latest.pth.tar"
+    torch.save(
+        {"state_dict": model.state_dict(), "iteration": 7, "resume": {"optimizer": {"step": 7}}}, source
+    )
+    shipped = package_checkpoint(source, tmp_path / "ship" / "default.pth.tar", steps=7)
+    raw = torch.load(shipped, weights_only=True)
+    assert "resume" not in raw and raw["steps"] == 7 and raw["iteration"] == 7
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values())
+    assert shipped.stat().st_size < 0.6 * source.stat().st_size
+    loaded = load_checkpoint(shipped)
+    assert next(loaded.parameters()).dtype == torch.float32
+    image1, image2 = torch.rand(1, 3, 64, 128) * 255, torch.rand(1, 3, 64, 128) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image1, image2), model(image1, image2), atol=2e-2, rtol=1e-2)
