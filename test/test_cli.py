@@ -163,12 +163,19 @@ def test_console_scripts_are_installed():
 
 def test_benchmark_small_run(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert (
-        benchmark_cli.main(
-            ["--stacks", "FlowNet2S", "--size", "128x64", "--repeats", "1", "--thin", "--json", str(out)]
-        )
-        == 0
-    )
+    argv = [
+        "--stacks",
+        "FlowNet2S",
+        "--size",
+        "128x64",
+        "--repeats",
+        "1",
+        "--thin",
+        "--onnx",
+        "--json",
+        str(out),
+    ]
+    assert benchmark_cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "machine:" in text and "correlation" in text
     import json
@@ -176,6 +183,13 @@ def test_benchmark_small_run(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert [row["stack"] for row in results["stacks"]] == ["FlowNet2S", "FlowNet2S-thin"]
     assert all(row["ms"] > 0 for row in results["stacks"])
+    onnx_rows = results["onnx_runtime"]
+    assert [r["stack"] for r in onnx_rows] == ["FlowNet2S", "FlowNet2S-thin"]
+    assert all(r["ort_plugin_ms"] > 0 and r["ort_decomposed_ms"] > 0 for r in onnx_rows)
     with pytest.raises(SystemExit) as info:
         benchmark_cli.main(["--size", "100x64"])
     assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        benchmark_cli.main(["--stacks", "--no-correlation", "--engine", str(tmp_path / "none.engine")])
+    assert info.value.code == 2  # no TensorRT / no engine: one-line reason
+    assert "error:" in capsys.readouterr().err

@@ -45,16 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="timed runs per measurement; the median is reported (default 3)",
     )
     parser.add_argument("--no-correlation", action="store_true", help="skip the correlation op comparison")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time ONNX Runtime on the CPU for each stack, correlation exported as the custom op and "
+        "decomposed into standard ops, next to torch (exports to a temporary folder; slow for big stacks)",
+    )
+    parser.add_argument(
+        "--engine",
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="TensorRT engine file(s) to time through the TensorRT backend (needs TensorRT and a GPU)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..backends import BackendError
     from ..models import CheckpointError
     from .common import run_main
 
     args = build_parser().parse_args(argv)
-    return run_main(PROG, lambda: _run(args), (CheckpointError, ValueError, OSError))
+    return run_main(PROG, lambda: _run(args), (CheckpointError, BackendError, ValueError, OSError))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -96,12 +110,41 @@ def _run(args: argparse.Namespace) -> int:
         corr = benchmark_correlation(repeats=args.repeats, device=device)
         results["correlation"] = corr
         print(
-            "correlation (FlowNetC config, features 1x256x48x64, i.e. a 384x512 input): "
-            + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in corr.items())
+            "correlation op, torch (FlowNetC config, features 1x256x48x64, i.e. a 384x512 input): "
+            + _fmt(corr)
         )
+        if device.startswith("cuda"):
+            from ..ops.cuda_correlation import benchmark_cuda_correlation
+
+            kernels = [
+                benchmark_cuda_correlation(shape, dtype, device=device)
+                for shape in ((1, 256, 48, 64), (1, 256, 56, 128))
+                for dtype in ("float32", "float16")
+            ]
+            results["cuda_kernel"] = kernels
+            for row_k in kernels:
+                print("correlation CUDA kernel: " + _fmt(row_k))
+    if args.onnx:
+        from ..export.benchmark import benchmark_onnx_runtime
+
+        rows_onnx = [benchmark_onnx_runtime(name, height, width, args.repeats, thin) for name, thin in jobs]
+        results["onnx_runtime"] = rows_onnx
+        for row_o in rows_onnx:
+            print("ONNX Runtime (CPU): " + _fmt(row_o))
+    if args.engine:
+        from ..export.benchmark import benchmark_engine
+
+        engines = [benchmark_engine(path, max(args.repeats, 20), device) for path in args.engine]
+        results["tensorrt"] = engines
+        for row_e in engines:
+            print("TensorRT engine: " + _fmt(row_e))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0
+
+
+def _fmt(row: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
 
 
 if __name__ == "__main__":
