@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ def reference_dir() -> Path:
     if not (path / "vectors_ops.npz").is_file():
         pytest.fail(f"reference vectors not found at {path}; set FLOWNET2_SHARED to the shared/ folder")
     return path
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread: on a busy 2-core machine, 2 OpenMP threads run tiny networks ~20x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
