@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,23 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def harness_factory() -> Iterator[Callable[..., Any]]:
+    """Makes flow nodes under test (``test_flow_node.NodeHarness``) and closes them all afterwards."""
+    from test_flow_node import NodeHarness
+
+    made: list[NodeHarness] = []
+
+    def make(**kwargs: Any) -> NodeHarness:
+        harness = NodeHarness(**kwargs)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

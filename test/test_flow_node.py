@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(100, 199)))
@@ -201,20 +201,6 @@ class NodeHarness:
         self.node.destroy_node()
         self.probe.destroy_node()
         rclpy.try_shutdown(context=self.context)
-
-
-@pytest.fixture
-def harness_factory() -> Iterator[Callable[..., NodeHarness]]:
-    made: list[NodeHarness] = []
-
-    def make(**kwargs: Any) -> NodeHarness:
-        h = NodeHarness(**kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def camera_info(width: int, height: int) -> CameraInfo:

@@ -7,7 +7,7 @@ Transitions and parameter changes go through the node's real ROS services (``cha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +24,6 @@ from flownet2_ros.ros.node_benchmark import FixedFlowEstimator, fixed_factory
 from flownet2_ros.ros.parameters import PARAMETERS, SPECS, check_value, markdown_table
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture
-def harness_factory() -> Iterator[Callable[..., NodeHarness]]:
-    made: list[NodeHarness] = []
-
-    def make(**kwargs: Any) -> NodeHarness:
-        h = NodeHarness(**kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def call(h: NodeHarness, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:

@@ -72,23 +72,24 @@ EstimatorFactory = Callable[[str, BackendConfig], tuple[FlowEstimator, str]]
 _NATIVE_BIG_ENDIAN = int(sys.byteorder == "big")
 
 
-def _input_qos(depth: int) -> QoSProfile:
-    """Sensor-data QoS (best effort, volatile, keep last ``depth``): never blocks a camera driver."""
+def _qos(depth: int, reliability: ReliabilityPolicy) -> QoSProfile:
+    """Keep-last ``depth``, volatile, with the given reliability."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,
-        reliability=ReliabilityPolicy.BEST_EFFORT,
+        reliability=reliability,
         durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def _input_qos(depth: int) -> QoSProfile:
+    """Sensor-data QoS (best effort): never blocks a camera driver."""
+    return _qos(depth, ReliabilityPolicy.BEST_EFFORT)
 
 
 def _output_qos(depth: int) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
+    """Reliable outputs: subscribers get every flow frame the node computes."""
+    return _qos(depth, ReliabilityPolicy.RELIABLE)
 
 
 class _ImageOutput:
