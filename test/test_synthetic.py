@@ -142,3 +142,47 @@ def test_photo_backgrounds(tmp_path: Path) -> None:
     for i in range(3):
         s = ds[i]
         assert s["image1"].shape == (3, H, W) and bool(torch.isfinite(s["flow"]).all())
+
+
+def test_background_photo_prob_mixes_photo_and_procedural_backgrounds(tmp_path: Path) -> None:
+    # One flat photograph: a background drawn from it is a single colour, a procedural one is not.
+    cv2.imwrite(str(tmp_path / "flat.png"), np.full((300, 400, 3), 77, np.uint8))
+    with pytest.raises(ValueError, match="background_photo_prob"):
+        SyntheticFlowDataset(1, H, W, backgrounds=tmp_path, background_photo_prob=1.5)
+    ds = SyntheticFlowDataset(
+        24, H, W, seed=3, backgrounds=tmp_path, object_photo_prob=0.0, background_photo_prob=0.5
+    )
+    flat = []
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        background = scene.image1[scene.labels1 == 0]
+        flat.append(bool(background.size) and bool(np.abs(background - 77).max() < 0.5))
+    assert 4 <= sum(flat) <= 20  # both kinds occur
+    everything = SyntheticFlowDataset(4, H, W, seed=3, backgrounds=tmp_path, object_photo_prob=0.0)
+    for i in range(4):
+        scene = everything.scene(i)
+        assert np.abs(scene.image1[scene.labels1 == 0] - 77).max() < 0.5
+
+
+def test_packaged_training_backgrounds_are_disjoint_from_the_evaluation_photographs() -> None:
+    from flownet2_ros.data import packaged_photographs, packaged_training_photographs
+    from flownet2_ros.data.photo_motion import PACKAGED_TRAINING_PHOTOS
+
+    training = packaged_training_photographs()
+    assert len(training) == len(PACKAGED_TRAINING_PHOTOS)  # scikit-image and matplotlib: dev extras
+    evaluation = packaged_photographs()
+    assert evaluation and not {p.resolve() for p in training} & {p.resolve() for p in evaluation}
+    # No other view of an evaluation scene either (e.g. the right image of the motorcycle stereo pair).
+    stems = {p.stem.split("_")[0] for p in evaluation}
+    assert not {p.stem.split("_")[0] for p in training} & stems
+    ds = SyntheticFlowDataset(2, H, W, seed=0, backgrounds="packaged", background_photo_prob=0.5)
+    assert "packaged" in ds.describe()
+    assert ds[0]["image1"].shape == (3, H, W) and ds[1]["image2"].shape == (3, H, W)
+
+
+def test_packaged_training_backgrounds_need_their_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flownet2_ros.data import photo_motion
+
+    monkeypatch.setattr(photo_motion, "packaged_training_photographs", lambda: [])
+    with pytest.raises(DatasetError, match="scikit-image and matplotlib"):
+        SyntheticFlowDataset(1, H, W, backgrounds="packaged")

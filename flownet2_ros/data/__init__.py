@@ -23,7 +23,7 @@ from .datasets import (
     to_sample,
 )
 from .errors import DatasetError
-from .photo_motion import PhotoMotionDataset, packaged_photographs
+from .photo_motion import PhotoMotionDataset, packaged_photographs, packaged_training_photographs
 from .synthetic import SyntheticFlowDataset, SyntheticScene, render_scene
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "SyntheticScene",
     "apply_transforms",
     "packaged_photographs",
+    "packaged_training_photographs",
     "read_flow_file",
     "read_mask",
     "render_scene",

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-# Photographs (not drawings, scans or microscopy) among scikit-image's bundled data files.
+# Photographs (not drawings, scans or microscopy) among scikit-image's bundled data files: the
+# evaluation photographs of ``flownet2-compare``.
 PACKAGED_PHOTO_NAMES = (
     "astronaut.png",
     "chelsea.png",
@@ -33,14 +34,39 @@ PACKAGED_PHOTO_NAMES = (
     "gravel.png",
 )
 
+# Pictures for *training* backgrounds, disjoint from the evaluation photographs above (no picture, and no
+# other view of a pictured scene: motorcycle_right.png is left out): (package, path inside the package).
+PACKAGED_TRAINING_PHOTOS = (
+    ("skimage", "data/camera.png"),
+    ("skimage", "data/coins.png"),
+    ("skimage", "data/moon.png"),
+    ("skimage", "data/clock_motion.png"),
+    ("skimage", "data/ihc.png"),
+    ("skimage", "data/retina.jpg"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+)
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    """``relative`` inside the installed ``package`` (None when the package or the file is missing)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return path if path.is_file() else None
+
 
 def packaged_photographs(names: Sequence[str] = PACKAGED_PHOTO_NAMES) -> list[Path]:
-    """Paths of the photographs shipped in the installed scikit-image wheel (empty if not installed)."""
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return [folder / name for name in names if (folder / name).is_file()]
+    """Paths of the evaluation photographs shipped in the installed scikit-image wheel (empty if not
+    installed)."""
+    found = (_package_file("skimage", f"data/{name}") for name in names)
+    return [path for path in found if path is not None]
+
+
+def packaged_training_photographs() -> list[Path]:
+    """Paths of the training pictures (``PACKAGED_TRAINING_PHOTOS``) found in the installed packages."""
+    found = (_package_file(package, relative) for package, relative in PACKAGED_TRAINING_PHOTOS)
+    return [path for path in found if path is not None]
 
 
 def random_homography(

@@ -215,19 +215,34 @@ def _load_photo(path: str) -> NDArray[np.uint8]:
     return image
 
 
+PACKAGED_BACKGROUNDS = "packaged"  # ``backgrounds`` keyword: the training pictures of installed packages
+
+
 class _PhotoLibrary:
-    """Random crops of the photographs in a folder (searched recursively, name order)."""
+    """Random crops of the photographs in a folder (searched recursively, name order), or of the
+    training pictures that installed packages carry (``"packaged"``, see ``packaged_training_photographs``)."""
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise DatasetError(f"synthetic backgrounds: {self.folder} is not a folder of images")
+        if str(folder) == PACKAGED_BACKGROUNDS:
+            from .photo_motion import PACKAGED_TRAINING_PHOTOS, packaged_training_photographs
+
+            self.files = [str(p) for p in packaged_training_photographs()]
+            if len(self.files) < len(PACKAGED_TRAINING_PHOTOS):
+                raise DatasetError(
+                    f"synthetic backgrounds: {PACKAGED_BACKGROUNDS!r} needs scikit-image and matplotlib "
+                    f"installed (found {len(self.files)} of {len(PACKAGED_TRAINING_PHOTOS)} pictures; "
+                    "pip install flownet2_ros[train])"
+                )
+            return
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DatasetError(f"synthetic backgrounds: {folder} is not a folder of images")
         self.files = sorted(
-            str(p) for p in self.folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not self.files:
             raise DatasetError(
-                f"synthetic backgrounds: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {self.folder}"
+                f"synthetic backgrounds: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}"
             )
 
     def crop(self, rng: np.random.Generator, h: int, w: int) -> NDArray[np.float32]:
@@ -382,6 +397,7 @@ def render_scene(
     object_size: tuple[float, float] = (0.2, 0.6),
     photos: _PhotoLibrary | None = None,
     object_photo_prob: float = 0.3,
+    background_photo_prob: float = 1.0,
 ) -> SyntheticScene:
     """Draw and render one random scene; see :class:`SyntheticFlowDataset` for the parameters."""
     diag = math.hypot(width, height)
@@ -396,7 +412,9 @@ def render_scene(
     hi = np.maximum(source.max(axis=0), [width - 1.0, height - 1.0]) + 2.0
     x_min, y_min = math.floor(lo[0]), math.floor(lo[1])
     bw, bh = math.ceil(hi[0]) - x_min + 1, math.ceil(hi[1]) - y_min + 1
-    if photos is not None:
+    # A draw only when mixing, so that all-photo scenes keep the random stream they always had.
+    use_photo = photos is not None and (background_photo_prob >= 1.0 or rng.random() < background_photo_prob)
+    if photos is not None and use_photo:
         bg_texture = photos.crop(rng, bh, bw)
     else:
         bg_texture = random_texture(rng, bh, bw)
@@ -455,9 +473,12 @@ class SyntheticFlowDataset(Dataset[dict[str, Any]]):
             values give a small-displacement set in the spirit of ChairsSDHom).
         num_objects: inclusive range of the number of objects per scene.
         object_size: range of an object's extent as a fraction of ``min(height, width)``.
-        backgrounds: optional folder of photographs (searched recursively); when given, backgrounds are
-            random crops of them, and objects too with probability ``object_photo_prob``.
+        backgrounds: optional folder of photographs (searched recursively), or ``"packaged"`` for the
+            training pictures of installed packages (disjoint from ``flownet2-compare``'s photographs);
+            when given, backgrounds are random crops of them with probability ``background_photo_prob``
+            (else procedural), and objects too with probability ``object_photo_prob``.
         object_photo_prob: see ``backgrounds``.
+        background_photo_prob: see ``backgrounds``.
         transform: optional callable applied to each sample dict (e.g. :class:`FlowAugmentation`).
 
     Items follow the package's sample contract: ``image1``/``image2`` float32 ``(3, H, W)`` RGB 0..255,
@@ -477,6 +498,7 @@ class SyntheticFlowDataset(Dataset[dict[str, Any]]):
         object_size: tuple[float, float] = (0.2, 0.6),
         backgrounds: str | os.PathLike[str] | None = None,
         object_photo_prob: float = 0.3,
+        background_photo_prob: float = 1.0,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         if num_samples < 0:
@@ -499,6 +521,9 @@ class SyntheticFlowDataset(Dataset[dict[str, Any]]):
         self.object_size = (float(object_size[0]), float(object_size[1]))
         self.backgrounds = Path(backgrounds) if backgrounds is not None else None
         self.object_photo_prob = float(object_photo_prob)
+        if not 0.0 <= background_photo_prob <= 1.0:
+            raise ValueError(f"background_photo_prob must be in [0, 1], got {background_photo_prob}")
+        self.background_photo_prob = float(background_photo_prob)
         self.transform = transform
         self._photos = _PhotoLibrary(self.backgrounds) if self.backgrounds is not None else None
 
@@ -506,7 +531,11 @@ class SyntheticFlowDataset(Dataset[dict[str, Any]]):
         return self.num_samples
 
     def describe(self) -> str:
-        source = f"photos from {self.backgrounds}" if self.backgrounds is not None else "procedural textures"
+        source = (
+            f"backgrounds: photos from {self.backgrounds} (p={self.background_photo_prob:g}), else procedural"
+            if self.backgrounds is not None
+            else "procedural textures"
+        )
         return (
             f"SyntheticFlowDataset: {self.num_samples} samples, {self.height}x{self.width}, seed {self.seed}, "
             f"|flow| <= {self.max_displacement:g} px, {self.num_objects[0]}-{self.num_objects[1]} objects, "
@@ -528,6 +557,7 @@ class SyntheticFlowDataset(Dataset[dict[str, Any]]):
             object_size=self.object_size,
             photos=self._photos,
             object_photo_prob=self.object_photo_prob,
+            background_photo_prob=self.background_photo_prob,
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:

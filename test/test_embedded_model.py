@@ -1,0 +1,70 @@
+"""The shipped model gives meaningful flow on the bundled demo sequence (exact ground truth from the
+camera poses that scripts/make_demo_sequence.py wrote to motion.txt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import flownet2_ros
+
+SEQUENCE = Path(flownet2_ros.__file__).parent / "resources" / "demo_sequence"
+SUPERSAMPLE = 2  # make_demo_sequence renders at 2x and downsamples
+
+
+def _camera_matrix(pose: np.ndarray, height: int, width: int) -> np.ndarray:
+    """3x3 map canvas point -> output pixel for one motion.txt row (pan x, pan y, zoom, rotation)."""
+    pan_x, pan_y, zoom, rotation = pose
+    ss = SUPERSAMPLE
+    canvas_h, canvas_w = 2 * height * ss, 2 * width * ss
+    centre = (canvas_w / 2 + pan_x * ss, canvas_h / 2 + pan_y * ss)
+    affine = cv2.getRotationMatrix2D(centre, rotation, zoom)
+    affine[:, 2] += (width * ss / 2 - centre[0], height * ss / 2 - centre[1])
+    # supersampled pixel q -> output pixel (q + 0.5) / ss - 0.5 (INTER_AREA keeps pixel areas)
+    downsample = np.array([[1 / ss, 0, 0.5 / ss - 0.5], [0, 1 / ss, 0.5 / ss - 0.5], [0, 0, 1]])
+    return downsample @ np.vstack([affine, [0, 0, 1]])
+
+
+def demo_ground_truth(first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames ``first``, ``first + 1`` (uint8 RGB) and the exact flow between them (H, W, 2)."""
+    from flownet2_ros.flowio.frames import read_rgb
+
+    poses = np.loadtxt(SEQUENCE / "motion.txt")[:, 1:]
+    frame1 = read_rgb(SEQUENCE / f"frame_{first:02d}.png")
+    frame2 = read_rgb(SEQUENCE / f"frame_{first + 1:02d}.png")
+    height, width = frame1.shape[:2]
+    m1, m2 = (_camera_matrix(poses[k], height, width) for k in (first, first + 1))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    points = np.stack([xs, ys, np.ones_like(xs)], axis=-1)
+    moved = points @ (m2 @ np.linalg.inv(m1)).T
+    return frame1, frame2, (moved[..., :2] - points[..., :2]).astype(np.float32)
+
+
+def test_ground_truth_reproduces_the_next_frame() -> None:
+    # Guards the ground truth itself: warping frame 2 back by it gives frame 1 (inside the view).
+    frame1, frame2, flow = demo_ground_truth(0)
+    height, width = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    back = cv2.remap(frame2, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR)
+    inner = (slice(20, -20), slice(20, -20))
+    residual = np.abs(back[inner].astype(np.float32) - frame1[inner]).mean()
+    still = np.abs(frame2[inner].astype(np.float32) - frame1[inner]).mean()
+    assert residual < 0.25 * still
+
+
+@pytest.mark.parametrize("first", [0, 5, 10])
+def test_embedded_model_flow_on_the_demo_sequence_is_accurate(first: int, one_torch_thread) -> None:
+    from flownet2_ros.backends import BackendConfig, create_torch
+
+    frame1, frame2, truth = demo_ground_truth(first)
+    estimator = create_torch(BackendConfig(checkpoint="", device="cpu"))
+    estimate = estimator.estimate(frame1, frame2)
+    assert estimate.shape == truth.shape
+    epe = np.linalg.norm(estimate - truth, axis=-1)
+    motion = np.linalg.norm(truth, axis=-1)
+    # Meaningful: far better than "no motion", sub-pixel on most of the image.
+    assert float(epe.mean()) < 0.25 * float(motion.mean())
+    assert float(np.median(epe)) < 0.75
