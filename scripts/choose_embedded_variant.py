@@ -25,7 +25,9 @@ STAGE2_CONFIG = Path(__file__).resolve().parents[1] / "config" / "train_embedded
 def train(variant: str, steps: int, output: Path) -> float:
     """Train ``variant`` (thin, from scratch) for ``steps``; return the wall time in seconds."""
     command = [
-        "flownet2-train",
+        sys.executable,
+        "-m",
+        "flownet2_ros.cli.train",
         "--config",
         str(STAGE2_CONFIG),
         "--output",

@@ -68,3 +68,24 @@ def test_embedded_model_flow_on_the_demo_sequence_is_accurate(first: int, one_to
     # Meaningful: far better than "no motion", sub-pixel on most of the image.
     assert float(epe.mean()) < 0.25 * float(motion.mean())
     assert float(np.median(epe)) < 0.75
+
+
+def test_variant_sweep_script_trains_measures_and_ranks(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "choose_embedded_variant.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--steps", "2", "--pairs", "2", "--variants", "FlowNet2S"]
+        + ["--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| FlowNet2S |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 6 and all(float(c) > 0 for c in cells[1:])
+    assert "Best EPE × ms: FlowNet2S" in table
+    assert (tmp_path / "FlowNet2S" / "checkpoint_latest.pth.tar").is_file()
