@@ -193,3 +193,34 @@ def test_benchmark_small_run(tmp_path, capsys):
         benchmark_cli.main(["--stacks", "--no-correlation", "--engine", str(tmp_path / "none.engine")])
     assert info.value.code == 2  # no TensorRT / no engine: one-line reason
     assert "error:" in capsys.readouterr().err
+
+
+def test_compare_measures_the_learned_model_at_each_size_against_classical_flow(tmp_path, capsys):
+    import json
+
+    from flownet2_ros.cli import compare
+
+    argv = ["--pairs", "2", "--size", "160x128", "--network-sizes", "auto", "128x64"]
+    argv += ["--methods", "dis_ultrafast", "-o", str(tmp_path), "-q"]
+    assert compare.main(argv) == 0
+    table = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    methods = list(dict.fromkeys(row["method"] for row in results["rows"]))
+    assert methods == [
+        "FlowNet2S from the embedded default model (cpu)",
+        "FlowNet2S from the embedded default model (cpu) at 128×64",
+        "OpenCV dis_ultrafast",
+    ]
+    assert {row["dataset"] for row in results["rows"]} == {"synthetic", "photos"}
+    for row in results["rows"]:
+        assert row["pairs"] == 2 and row["time_ms"] > 0 and 0 <= row["epe"] < 50
+        assert f"| {row['method']} |" in table
+    assert "Measured on" in (tmp_path / "table.md").read_text()
+
+
+def test_compare_rejects_bad_network_sizes(capsys):
+    from flownet2_ros.cli import compare
+
+    with pytest.raises(SystemExit):
+        compare.main(["--network-sizes", "100x100"])
+    assert "multiples of 64" in capsys.readouterr().err

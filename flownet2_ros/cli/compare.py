@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="device of the learned model: cpu (default; the classical methods run on CPU), cuda",
     )
     parser.add_argument(
+        "--network-sizes",
+        nargs="+",
+        type=_network_size,
+        default=[None, (256, 320)],
+        metavar="auto|WxH",
+        help="sizes the learned model runs at, one row each: auto (the frame size rounded to multiples of "
+        "64) or WxH in multiples of 64, frames resized to it and flow scaled back (default: auto 320x256)",
+    )
+    parser.add_argument(
         "--methods",
         nargs="*",
         default=["dis_ultrafast", "dis_fast", "dis_medium", "farneback"],
@@ -53,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", type=Path, help="also write table.md and results.json here")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     return parser
+
+
+def _network_size(text: str) -> tuple[int, int] | None:
+    """``auto`` → None, ``WxH`` → (height, width) in multiples of 64, for argparse ``type=``."""
+    from .common import parse_size
+
+    if text.lower() == "auto":
+        return None
+    height, width = parse_size(text)
+    if height % 64 or width % 64:
+        raise argparse.ArgumentTypeError(f"network sizes are multiples of 64, got {text!r}")
+    return height, width
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,9 +93,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.pairs < 2:
         raise CliError("--pairs must be >= 2")
     height, width = args.size
-    learned = create_torch(BackendConfig(checkpoint=args.checkpoint, device=args.device))
-    info = learned.info
-    estimators = {f"{info.model} ({info.device})": learned}
+    estimators: dict[str, object] = {}
+    for network_size in dict.fromkeys(args.network_sizes):
+        learned = create_torch(
+            BackendConfig(checkpoint=args.checkpoint, device=args.device, network_size=network_size)
+        )
+        info = learned.info
+        at = f" at {network_size[1]}×{network_size[0]}" if network_size else ""
+        estimators[f"{info.model} ({info.device}){at}"] = learned
     for method in args.methods:
         estimators[f"OpenCV {method}"] = OpenCVFlowEstimator(method)
     sets = comparison_sets(height, width, args.pairs, args.seed, args.max_displacement)
