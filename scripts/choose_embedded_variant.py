@@ -96,7 +96,8 @@ def main() -> int:
     lines += [
         "",
         f"{args.steps} steps each from scratch (batch 8, 192×256, lr 3e-4 constant, seed 1); "
-        f"{args.pairs} pairs per set (synthetic motion ≤ 24 px, photographs translated ≤ 16 px); measured on {describe_machine('cpu')}. Best EPE × ms: {best}.",
+        f"{args.pairs} pairs per set (synthetic motion ≤ 24 px, photographs translated ≤ 16 px); "
+        f"measured on {describe_machine('cpu')}. Best EPE × ms: {best}.",
     ]
     table = "\n".join(lines)
     print(table)

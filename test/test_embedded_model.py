@@ -75,9 +75,9 @@ def test_variant_sweep_script_trains_measures_and_ranks(tmp_path: Path) -> None:
     import sys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "choose_embedded_variant.py"
+    arguments = ["--steps", "2", "--pairs", "2", "--variants", "FlowNet2S", "--output", str(tmp_path)]
     result = subprocess.run(
-        [sys.executable, str(script), "--steps", "2", "--pairs", "2", "--variants", "FlowNet2S"]
-        + ["--output", str(tmp_path)],
+        [sys.executable, str(script), *arguments],
         capture_output=True,
         text=True,
         timeout=600,
