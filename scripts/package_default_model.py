@@ -1,6 +1,6 @@
 """Package a trained checkpoint as the embedded default model (weights only, float16, ≤ 20 MB).
 
-python scripts/package_default_model.py runs/embedded_default/checkpoint_latest.pth.tar [--step N]
+python scripts/package_default_model.py runs/embedded_default_stage2/checkpoint_best.pth.tar [--output PATH]
 """
 
 from __future__ import annotations
