@@ -3,7 +3,7 @@
 Trains each thin candidate from scratch for the same number of steps on the same data (the stage-2
 generator of config/train_embedded_default_stage2.yaml: motions up to 40 px over procedural and
 photographic backgrounds), then measures every trained network on flownet2-compare's two 640×480 sets:
-EPE and median CPU time per pair. The score is EPE × ms (lower is better: accuracy per millisecond).
+EPE and CPU time per pair (the mean of the two sets' medians). The score is EPE × ms (lower is better: accuracy per millisecond).
 
     python scripts/choose_embedded_variant.py [--steps 400] [--variants FlowNet2S FlowNet2C FlowNet2SD]
 

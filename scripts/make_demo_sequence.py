@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from flownet2_ros.flowio.demo_sequence import SUPERSAMPLE, camera_affine
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "flownet2_ros" / "resources" / "demo_sequence"
 SEED = 20170712  # FlowNet 2.0's CVPR year and month
@@ -84,14 +86,10 @@ def camera(k: int, frames: int) -> tuple[float, float, float, float]:
 
 
 def render(canvas: np.ndarray, k: int, frames: int, width: int, height: int) -> np.ndarray:
-    """Frame ``k`` as uint8 RGB (rendered at 2x and downsampled)."""
-    ss = 2
-    cx, cy, zoom, rot = camera(k, frames)
-    ch, cw = canvas.shape[:2]
-    # canvas point -> frame pixel: rotate/zoom about the canvas centre (+ pan), then centre in the frame
-    centre = (cw / 2 + cx * ss, ch / 2 + cy * ss)
-    matrix = cv2.getRotationMatrix2D(centre, rot, zoom)
-    matrix[:, 2] += (width * ss / 2 - centre[0], height * ss / 2 - centre[1])
+    """Frame ``k`` as uint8 RGB (rendered at SUPERSAMPLE x and downsampled)."""
+    ss = SUPERSAMPLE
+    assert canvas.shape[:2] == (2 * height * ss, 2 * width * ss), "camera_affine's canvas size"
+    matrix = camera_affine(np.array(camera(k, frames)), height, width, ss)
     big = cv2.warpAffine(canvas, matrix, (width * ss, height * ss), flags=cv2.INTER_LINEAR)
     small = cv2.resize(big, (width, height), interpolation=cv2.INTER_AREA)
     return np.clip(small * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -106,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(SEED)
-    canvas = make_canvas(rng, 2 * args.height * 2, 2 * args.width * 2)
+    canvas = make_canvas(rng, 2 * args.height * SUPERSAMPLE, 2 * args.width * SUPERSAMPLE)
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("frame_*.png"):
         old.unlink()

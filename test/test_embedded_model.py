@@ -9,38 +9,18 @@ import cv2
 import numpy as np
 import pytest
 
-import flownet2_ros
-
-SEQUENCE = Path(flownet2_ros.__file__).parent / "resources" / "demo_sequence"
-SUPERSAMPLE = 2  # make_demo_sequence renders at 2x and downsamples
-
-
-def _camera_matrix(pose: np.ndarray, height: int, width: int) -> np.ndarray:
-    """3x3 map canvas point -> output pixel for one motion.txt row (pan x, pan y, zoom, rotation)."""
-    pan_x, pan_y, zoom, rotation = pose
-    ss = SUPERSAMPLE
-    canvas_h, canvas_w = 2 * height * ss, 2 * width * ss
-    centre = (canvas_w / 2 + pan_x * ss, canvas_h / 2 + pan_y * ss)
-    affine = cv2.getRotationMatrix2D(centre, rotation, zoom)
-    affine[:, 2] += (width * ss / 2 - centre[0], height * ss / 2 - centre[1])
-    # supersampled pixel q -> output pixel (q + 0.5) / ss - 0.5 (INTER_AREA keeps pixel areas)
-    downsample = np.array([[1 / ss, 0, 0.5 / ss - 0.5], [0, 1 / ss, 0.5 / ss - 0.5], [0, 0, 1]])
-    return downsample @ np.vstack([affine, [0, 0, 1]])
+from flownet2_ros.flowio.demo_sequence import demo_sequence_dir, exact_flow, read_poses
 
 
 def demo_ground_truth(first: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames ``first``, ``first + 1`` (uint8 RGB) and the exact flow between them (H, W, 2)."""
     from flownet2_ros.flowio.frames import read_rgb
 
-    poses = np.loadtxt(SEQUENCE / "motion.txt")[:, 1:]
-    frame1 = read_rgb(SEQUENCE / f"frame_{first:02d}.png")
-    frame2 = read_rgb(SEQUENCE / f"frame_{first + 1:02d}.png")
+    poses = read_poses()
+    frame1 = read_rgb(demo_sequence_dir() / f"frame_{first:02d}.png")
+    frame2 = read_rgb(demo_sequence_dir() / f"frame_{first + 1:02d}.png")
     height, width = frame1.shape[:2]
-    m1, m2 = (_camera_matrix(poses[k], height, width) for k in (first, first + 1))
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    points = np.stack([xs, ys, np.ones_like(xs)], axis=-1)
-    moved = points @ (m2 @ np.linalg.inv(m1)).T
-    return frame1, frame2, (moved[..., :2] - points[..., :2]).astype(np.float32)
+    return frame1, frame2, exact_flow(poses[first], poses[first + 1], height, width)
 
 
 def test_ground_truth_reproduces_the_next_frame() -> None:

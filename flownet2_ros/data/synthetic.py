@@ -413,8 +413,7 @@ def render_scene(
     x_min, y_min = math.floor(lo[0]), math.floor(lo[1])
     bw, bh = math.ceil(hi[0]) - x_min + 1, math.ceil(hi[1]) - y_min + 1
     # A draw only when mixing, so that all-photo scenes keep the random stream they always had.
-    use_photo = photos is not None and (background_photo_prob >= 1.0 or rng.random() < background_photo_prob)
-    if photos is not None and use_photo:
+    if photos is not None and (background_photo_prob >= 1.0 or rng.random() < background_photo_prob):
         bg_texture = photos.crop(rng, bh, bw)
     else:
         bg_texture = random_texture(rng, bh, bw)

@@ -15,7 +15,6 @@ Folders whose decoded frames fit in ``cache_mb`` are decoded once and kept as re
 from __future__ import annotations
 
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, Image
 
+from ..flowio.demo_sequence import demo_sequence_dir
+from ..flowio.frames import IMAGE_SUFFIXES
+
 __all__ = ["IMAGE_SUFFIXES", "SequencePlayer", "demo_sequence_dir", "main"]
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"})
-
-
-def demo_sequence_dir() -> Path:
-    """The bundled demo sequence (package data ``flownet2_ros/resources/demo_sequence``)."""
-    return Path(str(resources.files("flownet2_ros") / "resources" / "demo_sequence"))
 
 
 def _image_msg(bgr: np.ndarray, encoding: str) -> Image:
