@@ -1,14 +1,13 @@
-"""Launch the FlowNet 2.0 optical-flow node (a managed node), optionally with RViz and a demo camera.
+"""Launch the FlowNet 2.0 optical-flow node (a managed node), optionally with RViz and demo cameras.
 
     ros2 launch flownet2_ros flownet2.launch.py image:=/camera/image_raw
+    ros2 launch flownet2_ros flownet2.launch.py cameras:=front,rear     # front/image, rear/image, ... one model
     ros2 launch flownet2_ros flownet2.launch.py demo:=true checkpoint:=/path/FlowNet2-S.pth.tar
     ros2 launch flownet2_ros flownet2.launch.py autostart:=false   # then: ros2 lifecycle set /flownet2 configure
 
-Arguments (``ros2 launch flownet2_ros flownet2.launch.py --show-args``):
-image, camera_info, transport, params_file, backend, checkpoint, engine, namespace, autostart, rviz,
-demo, demo_path, demo_rate_hz.  ``backend``/``checkpoint``/``engine`` left empty keep the values of
-``params_file``.  ``demo:=true`` starts ``image_sequence_player`` on the bundled sequence, publishing
-to the node's input topic, so that the node runs without a camera.
+Arguments: ``ros2 launch flownet2_ros flownet2.launch.py --show-args``.  Those left empty keep the values
+of ``params_file``.  ``demo:=true`` starts one ``image_sequence_player`` per camera on the bundled
+sequence, publishing to that camera's image and camera_info topics, so that the node runs without a camera.
 """
 
 from __future__ import annotations
@@ -26,17 +25,32 @@ ARGUMENTS = (
     (
         "image",
         "image",
-        "Camera image topic (remaps the node's `image`; `<image>/compressed` with transport:=compressed).",
+        "Camera image topic of the single camera (remaps the node's `image`; `<image>/compressed` with "
+        "image_transport:=compressed). Its camera_info is the sibling topic `camera_info`.",
     ),
     (
         "camera_info",
-        "camera_info",
-        "CameraInfo topic of that camera (optional; republished scaled on flow/camera_info).",
+        "",
+        "CameraInfo topic, only to override the default: the sibling of the image topic "
+        "(/cam/image_raw -> /cam/camera_info).",
     ),
     (
-        "transport",
+        "cameras",
+        "",
+        "Comma-separated camera names served by one node and one model (front,rear): camera <name> "
+        "subscribes <name>/image and publishes <name>/flow...; empty: as in params_file (one camera).",
+    ),
+    (
+        "image_transport",
         "",
         "raw (sensor_msgs/Image) or compressed (CompressedImage, jpeg/png); empty: as in params_file.",
+    ),
+    ("transport", "", "Deprecated alias of image_transport."),
+    (
+        "input_reliability",
+        "",
+        "best_effort or reliable (use reliable for large images from a reliable camera driver); empty: as "
+        "in params_file.",
     ),
     ("params_file", "", "Parameter YAML for the node; empty: the installed config/flownet2.yaml."),
     ("backend", "", "auto | torch | tensorrt; empty: as in params_file."),
@@ -52,6 +66,8 @@ ARGUMENTS = (
     ("demo", "false", "Also play the bundled demo sequence into the node's input topic (no camera needed)."),
     ("demo_path", "", "Folder of images or video file for demo:=true; empty: the bundled sequence."),
     ("demo_rate_hz", "10.0", "Frame rate of the demo player."),
+    ("use_sim_time", "false", "Use /clock for the nodes' time (playing a bag with --clock)."),
+    ("log_level", "info", "Log level of the nodes: debug, info, warn, error or fatal."),
 )
 
 
@@ -64,21 +80,29 @@ def _truthy(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def camera_names(text: str) -> list[str]:
+    """``"front, rear"`` → ``["front", "rear"]`` (empty parts dropped)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _nodes(context: LaunchContext) -> list[Node]:
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     share = FindPackageShare(PACKAGE).perform(context)
     params_file = arg["params_file"] or f"{share}/config/flownet2.yaml"
-    overrides: dict[str, object] = {"autostart": _truthy(arg["autostart"])}
-    for name in ("transport", "backend", "checkpoint", "engine"):
+    sim_time = _truthy(arg["use_sim_time"])
+    overrides: dict[str, object] = {"autostart": _truthy(arg["autostart"]), "use_sim_time": sim_time}
+    for name in ("image_transport", "transport", "input_reliability", "backend", "checkpoint", "engine"):
         if arg[name]:
             overrides[name] = arg[name]
+    cameras = camera_names(arg["cameras"])
+    if cameras:
+        overrides["cameras"] = cameras
     image = arg["image"]
-    remappings = [
-        ("image", image),
-        ("image/compressed", f"{image}/compressed"),
-        ("camera_info", arg["camera_info"]),
-    ]
+    remappings = [] if cameras else [("image", image)]
+    if arg["camera_info"] and not cameras:
+        remappings.append(("camera_info", arg["camera_info"]))
     namespace = arg["namespace"]
+    ros_args = ["--ros-args", "--log-level", arg["log_level"]]
     nodes = [
         Node(
             package=PACKAGE,
@@ -87,25 +111,33 @@ def _nodes(context: LaunchContext) -> list[Node]:
             namespace=namespace,
             parameters=[params_file, overrides],  # later entries win: launch arguments over the file
             remappings=remappings,
+            arguments=ros_args,
             output="screen",
             emulate_tty=True,
         )
     ]
     if _truthy(arg["demo"]):
-        demo_params: dict[str, object] = {"rate_hz": float(arg["demo_rate_hz"])}
+        demo_params: dict[str, object] = {"rate_hz": float(arg["demo_rate_hz"]), "use_sim_time": sim_time}
         if arg["demo_path"]:
             demo_params["path"] = arg["demo_path"]
-        nodes.append(
-            Node(
-                package=PACKAGE,
-                executable="image_sequence_player",
-                name="image_sequence_player",
-                namespace=namespace,
-                parameters=[demo_params],
-                remappings=[("image", image), ("camera_info", arg["camera_info"])],
-                output="screen",
+        # one player per camera, each on that camera's image topic and its sibling camera_info
+        targets = [(f"{c}/image", f"{c}/camera_info", f"image_sequence_player_{c}") for c in cameras] or [
+            (image, arg["camera_info"] or _sibling(image, "camera_info"), "image_sequence_player")
+        ]
+        for image_topic, info_topic, player in targets:
+            frame_id = player.replace("image_sequence_player", "camera").strip("_") or "camera"
+            nodes.append(
+                Node(
+                    package=PACKAGE,
+                    executable="image_sequence_player",
+                    name=player.replace("/", "_"),
+                    namespace=namespace,
+                    parameters=[{**demo_params, "frame_id": frame_id.replace("/", "_")}],
+                    remappings=[("image", image_topic), ("camera_info", info_topic)],
+                    arguments=ros_args,
+                    output="screen",
+                )
             )
-        )
     if _truthy(arg["rviz"]):
         nodes.append(
             Node(
@@ -113,12 +145,18 @@ def _nodes(context: LaunchContext) -> list[Node]:
                 executable="rviz2",
                 name="rviz2",
                 namespace=namespace,
-                arguments=["-d", f"{share}/config/flownet2.rviz"],
+                arguments=["-d", f"{share}/config/flownet2.rviz", *ros_args],
                 remappings=[("image", image)],
+                parameters=[{"use_sim_time": sim_time}],
                 output="screen",
             )
         )
     return nodes
+
+
+def _sibling(topic: str, name: str) -> str:
+    head, _, _ = topic.rpartition("/")
+    return f"{head}/{name}" if head else name
 
 
 def generate_launch_description() -> LaunchDescription:

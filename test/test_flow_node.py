@@ -78,7 +78,11 @@ def stamp_of(header: Any) -> float:
 
 
 class NodeHarness:
-    """A :class:`FlowNode` and a probe node in their own context, spun by one executor thread."""
+    """A :class:`FlowNode` and a probe node in their own context, spun by one executor thread.
+
+    With ``params={"cameras": [...]}`` the probe publishes and subscribes every camera's topics; output
+    topics are then named ``<camera>/flow`` etc. in :meth:`count` and :meth:`messages`.
+    """
 
     def __init__(
         self,
@@ -89,6 +93,7 @@ class NodeHarness:
         start: bool = True,
         outputs: tuple[str, ...] = tuple(OUTPUTS),
         diagnostics: bool = False,
+        cli_args: list[str] | None = None,
     ) -> None:
         self.namespace = f"/t{uuid.uuid4().hex[:10]}"
         self.context = rclpy.Context()
@@ -100,21 +105,37 @@ class NodeHarness:
             context=self.context,
             estimator_factory=factory or fixed_factory(self.estimator),
             parameter_overrides=overrides,
+            cli_args=cli_args,
         )
         self.probe = rclpy.create_node("probe", namespace=self.namespace, context=self.context)
         self.lock = threading.Lock()
         self.received: dict[str, list[Any]] = defaultdict(list)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.outputs = outputs
-        for topic in outputs:
-            self.probe.create_subscription(OUTPUTS[topic], topic, self._collector(topic), qos)
+        self.prefixes = [camera.prefix for camera in self.node.cameras]
+        self.image_pubs: dict[str, Any] = {}
+        self.compressed_pubs: dict[str, Any] = {}
+        self.info_pubs: dict[str, Any] = {}
+        for prefix in self.prefixes:
+            for topic in outputs:
+                self.probe.create_subscription(
+                    OUTPUTS[topic], prefix + topic, self._collector(prefix + topic), qos
+                )
+            camera = self.node.camera(prefix.rstrip("/"))
+            self.image_pubs[prefix] = self.probe.create_publisher(
+                Image, camera.image_topic, QoSProfile(depth=50)
+            )
+            self.compressed_pubs[prefix] = self.probe.create_publisher(
+                CompressedImage, camera.image_topic + "/compressed", QoSProfile(depth=50)
+            )
+            self.info_pubs[prefix] = self.probe.create_publisher(
+                CameraInfo, camera.info_topic, QoSProfile(depth=5)
+            )
+        self.image_pub = self.image_pubs[self.prefixes[0]]
+        self.compressed_pub = self.compressed_pubs[self.prefixes[0]]
+        self.info_pub = self.info_pubs[self.prefixes[0]]
         if diagnostics:
             self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, qos)
-        self.image_pub = self.probe.create_publisher(Image, "image", QoSProfile(depth=50))
-        self.compressed_pub = self.probe.create_publisher(
-            CompressedImage, "image/compressed", QoSProfile(depth=50)
-        )
-        self.info_pub = self.probe.create_publisher(CameraInfo, "camera_info", QoSProfile(depth=5))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.probe)
@@ -154,34 +175,32 @@ class NodeHarness:
             time.sleep(0.01)
 
     def wait_connected(self, transport: str = "raw") -> None:
-        pub = self.compressed_pub if transport == "compressed" else self.image_pub
+        pubs = self.compressed_pubs if transport == "compressed" else self.image_pubs
+        keys = {"flow": "flow", "flow/magnitude": "magnitude", "flow/color": "color"}
+        keys.update({"flow/camera_info": "camera_info", "flow/previous_stamp": "previous_stamp"})
 
         def ready() -> bool:
-            pubs = self.node._pubs
-            return (
-                pub.get_subscription_count() > 0
-                and self.info_pub.get_subscription_count() > 0
+            return all(
+                pubs[prefix].get_subscription_count() > 0
+                and self.info_pubs[prefix].get_subscription_count() > 0
                 and all(
-                    pubs[name].get_subscription_count() > 0
-                    for name, topic in (
-                        ("flow", "flow"),
-                        ("magnitude", "flow/magnitude"),
-                        ("color", "flow/color"),
-                        ("camera_info", "flow/camera_info"),
-                        ("previous_stamp", "flow/previous_stamp"),
-                    )
-                    if topic in self.outputs
+                    self.node.camera(prefix.rstrip("/")).pubs[keys[topic]].get_subscription_count() > 0
+                    for topic in self.outputs
                 )
+                for prefix in self.prefixes
             )
 
         self.wait_for(ready, what="discovery")
 
-    def send(self, msg: Any, *, wait: bool = True) -> None:
+    def send(self, msg: Any, *, wait: bool = True, camera: str = "") -> None:
         """Publish an input message; with ``wait``, until the node's callback has seen it."""
-        before = self.node.stats.received
-        (self.compressed_pub if isinstance(msg, CompressedImage) else self.image_pub).publish(msg)
+        prefix = f"{camera}/" if camera else self.prefixes[0]
+        stats = self.node.camera(prefix.rstrip("/")).stats
+        before = stats.received
+        pubs = self.compressed_pubs if isinstance(msg, CompressedImage) else self.image_pubs
+        pubs[prefix].publish(msg)
         if wait:
-            self.wait_for(lambda: self.node.stats.received > before, what="the node to receive a frame")
+            self.wait_for(lambda: stats.received > before, what="the node to receive a frame")
 
     def settle(self) -> None:
         """Wait until the worker has nothing pending or in flight."""
@@ -216,8 +235,10 @@ def camera_info(width: int, height: int) -> CameraInfo:
 
 def test_outputs_of_a_frame_pair(harness_factory: Callable[..., NodeHarness]) -> None:
     h = harness_factory(params={"color_max_flow": 8.0})
-    h.info_pub.publish(camera_info(64, 48))
-    h.wait_for(lambda: h.node._camera_info is not None, what="camera_info")
+    info = camera_info(64, 48)
+    info.header.stamp.sec, info.header.stamp.nanosec = 100, 100_000_000  # the second frame's stamp
+    h.info_pub.publish(info)
+    h.wait_for(lambda: len(h.node.cameras[0].infos) > 0, what="camera_info")
     h.send(image_msg(100.0, frame_id="cam_a"))
     h.send(image_msg(100.1, frame_id="cam_a", seed=1))
     h.wait_for(lambda: all(h.count(t) >= 1 for t in OUTPUTS), what="all outputs")
@@ -261,8 +282,10 @@ def test_output_resolution_network_scales_outputs_and_camera_info(
     harness_factory: Callable[..., NodeHarness],
 ) -> None:
     h = harness_factory(params={"output_resolution": "network", "network_width": 128, "network_height": 64})
-    h.info_pub.publish(camera_info(100, 60))
-    h.wait_for(lambda: h.node._camera_info is not None, what="camera_info")
+    info = camera_info(100, 60)
+    info.header.stamp.sec, info.header.stamp.nanosec = 1, 50_000_000  # within one frame period before 1.1
+    h.info_pub.publish(info)
+    h.wait_for(lambda: len(h.node.cameras[0].infos) > 0, what="camera_info")
     h.send(image_msg(1.0, 60, 100))
     h.send(image_msg(1.1, 60, 100, seed=1))
     h.wait_for(lambda: h.count("flow/camera_info") >= 1 and h.count("flow") >= 1, what="outputs")
@@ -367,7 +390,8 @@ def test_busy_backend_keeps_only_the_newest_pair(harness_factory: Callable[..., 
     assert stamp_of(last.header) == pytest.approx(stamps[-1])  # the newest pair is never dropped
     assert last.time_ref.sec + last.time_ref.nanosec * 1e-9 == pytest.approx(stamps[-2])
     # pooled buffers all came back: nothing leaked by the drops
-    assert h.node._pairer is not None and h.node._pairer.allocations <= 6
+    pairer = h.node.cameras[0].pairer
+    assert pairer is not None and pairer.allocations <= 6
 
 
 def test_compressed_transport(harness_factory: Callable[..., NodeHarness]) -> None:
@@ -402,7 +426,7 @@ def test_outputs_without_subscribers_are_skipped(harness_factory: Callable[..., 
     h.send(image_msg(1.1, seed=1))
     h.wait_for(lambda: h.count("flow") >= 1, what="flow")
     h.settle()
-    assert h.node._out_color.msg is None and h.node._out_mag.msg is None  # never computed
+    assert h.node.cameras[0].out_color.msg is None and h.node.cameras[0].out_mag.msg is None  # never computed
 
 
 def test_diagnostics_report(harness_factory: Callable[..., NodeHarness]) -> None:

@@ -1,10 +1,12 @@
-"""``ros2 launch flownet2_ros flownet2.launch.py demo:=true`` under launch_testing, end to end.
+"""``ros2 launch flownet2_ros flownet2.launch.py demo:=true cameras:=front,rear`` under launch_testing.
 
-Runs the real ``ros2 launch`` command on the real launch file: the demo player feeds the bundled
-sequence to the flow node, which runs the torch backend on a thin FlowNet2S checkpoint with random
+Runs the real ``ros2 launch`` command on the real launch file: one demo player per camera feeds the
+bundled sequence to that camera's ``image`` and ``camera_info`` topics; one flow node serves both cameras
+and which runs the torch backend on a thin FlowNet2S checkpoint with random
 weights (written to a temporary folder and passed as the ``checkpoint`` launch argument) and takes
 its other parameters from a YAML file (the installed ``config/flownet2.yaml`` with a few values
-changed).  The test checks that the flow topics carry data, that the YAML values are in force
+changed).  The test checks that both cameras' flow topics carry data, that ``front/flow/camera_info``
+follows ``front/camera_info``, that the YAML values are in force
 (through the node's parameter service, as ``ros2 param get`` reads them) and that the node is active.
 
 ``ros2 launch`` finds packages through the ament index; rather than a colcon build of the whole
@@ -38,7 +40,7 @@ import yaml
 from lifecycle_msgs.srv import GetState
 from rcl_interfaces.srv import GetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image, TimeReference
+from sensor_msgs.msg import CameraInfo, Image, TimeReference
 
 import launch
 
@@ -100,7 +102,10 @@ def generate_test_description() -> Any:
             PACKAGE,
             "flownet2.launch.py",
             "demo:=true",
+            "cameras:=front,rear",
             "demo_rate_hz:=4.0",
+            "log_level:=info",
+            "use_sim_time:=false",
             "backend:=torch",
             f"checkpoint:={checkpoint}",
             f"params_file:={params}",
@@ -153,22 +158,19 @@ class TestFlowLaunch(unittest.TestCase):
             self.node.destroy_client(client)
 
     def test_1_flow_topics_carry_data(self) -> None:
+        kinds = {"flow": Image, "flow/magnitude": Image, "flow/color": Image}
+        kinds.update({"flow/previous_stamp": TimeReference, "flow/camera_info": CameraInfo})
         got: dict[str, list[Any]] = {
-            "flow": [],
-            "flow/magnitude": [],
-            "flow/color": [],
-            "flow/previous_stamp": [],
+            f"{camera}/{topic}": [] for camera in ("front", "rear") for topic in kinds
         }
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         subs = [
             self.node.create_subscription(
-                TimeReference if topic == "flow/previous_stamp" else Image,
-                f"{NAMESPACE}/{topic}",
-                got[topic].append,
-                qos,
+                kinds[topic.split("/", 1)[1]], f"{NAMESPACE}/{topic}", got[topic].append, qos
             )
             for topic in got
         ]
+
         try:
             self.assertTrue(
                 self.spin_until(lambda: all(got.values()), 90.0), {k: len(v) for k, v in got.items()}
@@ -176,12 +178,20 @@ class TestFlowLaunch(unittest.TestCase):
         finally:
             for sub in subs:
                 self.node.destroy_subscription(sub)
-        flow, magnitude, color = got["flow"][0], got["flow/magnitude"][0], got["flow/color"][0]
-        self.assertEqual((flow.encoding, flow.height, flow.width), ("32FC2", 240, 320))
-        self.assertEqual((magnitude.encoding, magnitude.height, magnitude.width), ("32FC1", 240, 320))
-        self.assertEqual((color.encoding, color.height, color.width), ("rgb8", 240, 320))
-        self.assertEqual(flow.header.frame_id, "camera")  # the player's frame id
-        self.assertEqual(len(flow.data), 240 * 320 * 8)
+        for camera in ("front", "rear"):
+            flow, magnitude = got[f"{camera}/flow"][0], got[f"{camera}/flow/magnitude"][0]
+            color = got[f"{camera}/flow/color"][0]
+            self.assertEqual((flow.encoding, flow.height, flow.width), ("32FC2", 240, 320))
+            self.assertEqual((magnitude.encoding, magnitude.height, magnitude.width), ("32FC1", 240, 320))
+            self.assertEqual((color.encoding, color.height, color.width), ("rgb8", 240, 320))
+            self.assertEqual(flow.header.frame_id, f"camera_{camera}")  # that camera's player
+            self.assertEqual(len(flow.data), 240 * 320 * 8)
+        # front/flow/camera_info is front/camera_info (the image topic's sibling), stamped like its frame
+        info = got["front/flow/camera_info"][0]
+        self.assertEqual((info.width, info.height, info.header.frame_id), (320, 240, "camera_front"))
+        self.assertEqual(list(info.k), [320.0, 0.0, 159.5, 0.0, 320.0, 119.5, 0.0, 0.0, 1.0])  # the player's
+        flow_stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in got["front/flow"]}
+        self.assertIn((info.header.stamp.sec, info.header.stamp.nanosec), flow_stamps)
 
     def test_2_parameters_from_yaml_and_launch_arguments(self) -> None:
         names = [*YAML_VALUES, "checkpoint", "backend"]

@@ -21,7 +21,7 @@ from test_flow_node import NodeHarness, image_msg
 
 from flownet2_ros.backends import create_estimator
 from flownet2_ros.ros.node_benchmark import FixedFlowEstimator, fixed_factory
-from flownet2_ros.ros.parameters import PARAMETERS, SPECS, check_value, markdown_table
+from flownet2_ros.ros.parameters import PARAMETERS, SPECS, check_value, defaults, markdown_table
 
 pytestmark = pytest.mark.ros
 
@@ -85,7 +85,18 @@ def test_descriptors_and_defaults(harness_factory: Callable[..., NodeHarness]) -
         ("color_max_flow", "fast", "type"),
         ("output_resolution", "half", "output_resolution must be one of"),
         ("transport", "compressed", "read-only"),
+        ("image_transport", "compressed", "read-only"),
+        ("input_reliability", "reliable", "read-only"),
         ("qos_depth", 5, "read-only"),
+        # paths that load code or weights are fixed at startup: anyone on the DDS domain can set parameters
+        ("checkpoint", "/tmp/other.pth", "read-only"),
+        ("engine", "/tmp/evil.engine", "read-only"),
+        ("onnx", "/tmp/evil.onnx", "read-only"),
+        ("engine_cache_dir", "/tmp", "read-only"),
+        ("allow_engine_rebuild", True, "read-only"),
+        ("cameras", ["a", "b"], "read-only"),
+        ("torch_threads", -1, "range"),
+        ("max_network_pixels", 10, "range"),
         ("diagnostics_period_s", 0.0, "range"),
     ],
 )
@@ -96,7 +107,8 @@ def test_bad_values_are_rejected_with_a_reason(
     [result] = set_remote(h, **{name: value})
     assert not result.successful
     assert reason.lower() in result.reason.lower(), result.reason
-    assert h.node.get_parameter(name).value == SPECS[name].default
+    if name != "cameras":  # declared without a value: reading it raises "uninitialized"
+        assert h.node.get_parameter(name).value == SPECS[name].default
 
 
 def test_runtime_and_configure_time_parameters(harness_factory: Callable[..., NodeHarness]) -> None:
@@ -107,7 +119,8 @@ def test_runtime_and_configure_time_parameters(harness_factory: Callable[..., No
     assert all(r.successful for r in results)
     assert h.node.settings.error_log_period_s == 0.5 and h.node.settings.publish_color is False
     [ok] = set_remote(h, max_pair_gap_s=2.0)
-    assert ok.successful and h.node._pairer is not None and h.node._pairer.max_pair_gap_s == 2.0
+    pairer = h.node.cameras[0].pairer
+    assert ok.successful and pairer is not None and pairer.max_pair_gap_s == 2.0
     # configure-time parameters: rejected while configured, with the way out in the reason
     [rejected] = set_remote(h, backend="torch")
     assert not rejected.successful and "unconfigured" in rejected.reason
@@ -203,15 +216,18 @@ def test_configure_fails_cleanly_without_weights(
     h.node.publish_diagnostics()  # reports the failure as ERROR
     assert h.node.lifecycle_state == "unconfigured"
 
+    # the path is fixed at startup: it cannot be pointed elsewhere over the parameter services
+    [rejected] = set_remote(h, checkpoint="")
+    assert not rejected.successful and "read-only" in rejected.reason
+
     # empty checkpoint: the embedded default model, or a clear failure while the package carries none
     from flownet2_ros.models import default_checkpoint
 
-    [ok] = set_remote(h, checkpoint="")
-    assert ok.successful
-    configured = transition(h, Transition.TRANSITION_CONFIGURE)
+    h2 = harness_factory(factory=create_estimator, start=False, params={"checkpoint": "", "device": "cpu"})
+    configured = transition(h2, Transition.TRANSITION_CONFIGURE)
     if default_checkpoint() is None:
         assert not configured
-        assert h.node.failure is not None and "default" in h.node.failure
+        assert h2.node.failure is not None and "default" in h2.node.failure
     else:
         assert configured
 
@@ -226,9 +242,9 @@ def test_config_yaml_holds_every_default() -> None:
 
     config = yaml.safe_load((REPO / "config" / "flownet2.yaml").read_text())
     params = config["/**/flownet2"]["ros__parameters"]
-    assert params == {spec.name: spec.default for spec in PARAMETERS}
+    assert params == defaults()
     for name, value in params.items():
-        assert type(value) is type(SPECS[name].default), name  # 20.0 stays a double, not an int
+        assert type(value) is type(defaults()[name]), name  # 20.0 stays a double, not an int
 
 
 def test_rviz_config_shows_the_flow_images() -> None:

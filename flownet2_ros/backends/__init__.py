@@ -6,7 +6,7 @@ backend runs, and torch is loaded when the torch backend is created.
 
 from typing import TYPE_CHECKING, Any
 
-from .base import BackendError, BackendInfo, FlowEstimator
+from .base import BackendError, BackendInfo, FlowEstimator, FlowRequest
 from .factory import BACKEND_NAMES, BackendConfig, create_estimator, create_torch
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ __all__ = [
     "BackendError",
     "BackendInfo",
     "FlowEstimator",
+    "FlowRequest",
     "TorchFlowEstimator",
     "create_estimator",
     "create_torch",

@@ -10,6 +10,7 @@ size) is reused.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,22 @@ class BackendInfo:
     precision: str  # "fp32", "fp16"
     model: str  # stack name and where its weights came from
     network_size: tuple[int, int] | None  # (height, width) the network runs at, once known
+
+
+@dataclass
+class FlowRequest:
+    """One pair for :meth:`FlowEstimator.estimate_batch`; the fields mean what ``estimate``'s arguments mean.
+
+    The arrays are borrowed: the caller keeps them unchanged until the call returns, and the backend keeps
+    no reference to them afterwards (only its own device copies, by key).
+    """
+
+    rgb1: np.ndarray
+    rgb2: np.ndarray
+    key1: int | None = None
+    key2: int | None = None
+    output_size: tuple[int, int] | None = None
+    out: np.ndarray | None = None
 
 
 class FlowEstimator(ABC):
@@ -55,6 +72,18 @@ class FlowEstimator(ABC):
         same key is not copied to the device again. ``out``: a (H_out, W_out, 2) float32 C-contiguous array
         to write into (no allocation per frame); returned when given.
         """
+
+    def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
+        """Flow for several pairs in one call (e.g. one pair per camera), in the order given.
+
+        Pairs may differ in size; a backend that batches runs pairs of one input size through the network
+        together. Keys are unique across all callers (a frame of one camera never shares a key with a frame
+        of another). This default runs the pairs one by one.
+        """
+        return [
+            self.estimate(r.rgb1, r.rgb2, key1=r.key1, key2=r.key2, output_size=r.output_size, out=r.out)
+            for r in requests
+        ]
 
     @property
     @abstractmethod

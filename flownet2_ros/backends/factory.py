@@ -18,7 +18,8 @@ class BackendConfig:
     ``checkpoint``: weights for the torch backend (official .pth.tar or a flownet2-train checkpoint);
     ``engine``: a TensorRT engine file; ``model``: stack name the weights must hold (optional check);
     ``device``: auto | cpu | cuda | cuda:N; ``precision``: fp32 | fp16 (fp16 on CUDA only);
-    ``network_size``: (height, width), multiples of 64, or None for the nearest multiples of the input.
+    ``network_size``: (height, width), multiples of 64, or None for the nearest multiples of the input, capped
+    at ``max_network_pixels``; ``threads``: CPU threads for inference (0: the library's default).
     TensorRT only: ``onnx`` + ``allow_rebuild`` rebuild an engine that does not match this machine
     (TensorRT version, GPU) into ``engine_cache_dir``; ``cuda_graph`` captures execution in a CUDA graph.
     """
@@ -33,6 +34,8 @@ class BackendConfig:
     engine_cache_dir: str = ""
     allow_rebuild: bool = False
     cuda_graph: bool = False
+    max_network_pixels: int | None = None  # cap on the automatic network size (None: the library default)
+    threads: int = 0  # CPU threads for inference (torch.set_num_threads); 0: leave torch's default
 
 
 def create_torch(config: BackendConfig) -> FlowEstimator:
@@ -47,8 +50,15 @@ def create_torch(config: BackendConfig) -> FlowEstimator:
     except CheckpointError as exc:
         raise BackendError(str(exc)) from None
     label = f"{type(model).__name__} from {path.name if config.checkpoint else 'the embedded default model'}"
+    extra = {} if config.max_network_pixels is None else {"max_network_pixels": config.max_network_pixels}
     return TorchFlowEstimator(
-        model, config.device, fp16=config.precision == "fp16", network_size=config.network_size, label=label
+        model,
+        config.device,
+        fp16=config.precision == "fp16",
+        network_size=config.network_size,
+        label=label,
+        threads=config.threads,
+        **extra,
     )
 
 

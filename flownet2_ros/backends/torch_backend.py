@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
 
-from ..models.inference import network_size_for, resize_flow
-from .base import BackendError, BackendInfo, FlowEstimator
+from ..models.inference import DEFAULT_MAX_NETWORK_PIXELS, NETWORK_STRIDE, network_size_for, resize_flow
+from .base import BackendError, BackendInfo, FlowEstimator, FlowRequest
 
 
 def resolve_torch_device(requested: str) -> torch.device:
@@ -30,8 +33,13 @@ class TorchFlowEstimator(FlowEstimator):
 
     Per frame: one host→device copy of the uint8 image (the smallest form of it), conversion and bilinear
     resize to the network size on the device, the network, the flow resized to the output grid with its
-    vectors scaled, and one device→host copy into a reused (pinned, on CUDA) buffer.
+    vectors scaled, and one device→host copy into the caller's ``out`` (or a reused pinned buffer on CUDA).
+    ``estimate_batch`` runs pairs of one input size through the network as one batch. Device copies of the
+    second frames are kept by key (a few at a time), so a camera's next pair does not upload its first frame.
     """
+
+    #: how many device frames (at network size) are kept for reuse by key
+    CACHE_FRAMES = 16
 
     def __init__(
         self,
@@ -40,22 +48,30 @@ class TorchFlowEstimator(FlowEstimator):
         fp16: bool = False,
         network_size: tuple[int, int] | None = None,
         label: str = "",
+        max_network_pixels: int | None = DEFAULT_MAX_NETWORK_PIXELS,
+        threads: int = 0,
     ) -> None:
         self._device = resolve_torch_device(device)
         if fp16 and self._device.type != "cuda":
             raise BackendError("fp16 needs a CUDA device (float16 convolutions on CPU are slow and inexact)")
         if network_size is not None and (
-            network_size[0] % 64 or network_size[1] % 64 or min(network_size) <= 0
+            network_size[0] % NETWORK_STRIDE or network_size[1] % NETWORK_STRIDE or min(network_size) <= 0
         ):
-            raise BackendError(f"network size must be positive multiples of 64, got {network_size}")
+            raise BackendError(
+                f"network size must be positive multiples of {NETWORK_STRIDE}, got {network_size}"
+            )
+        if threads < 0:
+            raise BackendError(f"threads must be >= 0 (0: torch's default), got {threads}")
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: leaves the other cores to the middleware
         self._dtype = torch.float16 if fp16 else torch.float32
         self._model: nn.Module | None = model.to(self._device, self._dtype).eval()
         self._fixed_size = network_size
+        self._max_pixels = max_network_pixels
         self._network_size = network_size
         self._label = label or type(model).__name__
-        self._cached_key: int | None = None
-        self._cached: torch.Tensor | None = None
-        self._host_flow: torch.Tensor | None = None  # reused output buffer
+        self._frames: OrderedDict[int, torch.Tensor] = OrderedDict()  # key -> (1, 3, h, w) on the device
+        self._host: dict[tuple[int, int, int], torch.Tensor] = {}  # reused pinned output buffers (CUDA)
 
     @property
     def info(self) -> BackendInfo:
@@ -69,20 +85,29 @@ class TorchFlowEstimator(FlowEstimator):
             network_size=self._network_size,
         )
 
-    def _to_network(self, rgb: np.ndarray, key: int | None) -> torch.Tensor:
-        """(H, W, 3) uint8 → (1, 3, h, w) at the network size on the device; reuses the cached frame."""
-        if key is not None and key == self._cached_key and self._cached is not None:
-            return self._cached
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the network runs at for frames of this size."""
+        return self._fixed_size or network_size_for(height, width, max_pixels=self._max_pixels)
+
+    def _to_network(self, rgb: np.ndarray, key: int | None, size: tuple[int, int]) -> torch.Tensor:
+        """(H, W, 3) uint8 → (1, 3, h, w) at the network size on the device; reuses a cached frame."""
+        cached = None if key is None else self._frames.get(key)
+        if cached is not None and tuple(cached.shape[-2:]) == size:
+            return cached
         image = torch.from_numpy(rgb).to(self._device, non_blocking=True)  # the one host→device copy
         image = image.permute(2, 0, 1).unsqueeze(0).to(self._dtype)
-        assert self._network_size is not None
-        if tuple(image.shape[-2:]) != self._network_size:
-            image = torch.nn.functional.interpolate(
-                image, size=self._network_size, mode="bilinear", align_corners=False
-            )
+        if tuple(image.shape[-2:]) != size:
+            image = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)
         return image
 
-    @torch.inference_mode()
+    def _remember(self, key: int | None, frame: torch.Tensor) -> None:
+        if key is None:
+            return
+        self._frames[key] = frame
+        self._frames.move_to_end(key)
+        while len(self._frames) > self.CACHE_FRAMES:
+            self._frames.popitem(last=False)
+
     def estimate(
         self,
         rgb1: np.ndarray,
@@ -95,40 +120,63 @@ class TorchFlowEstimator(FlowEstimator):
     ) -> np.ndarray:
         """See ``FlowEstimator.estimate``. On CUDA without ``out`` the result is a view of a reused
         page-locked buffer, valid until the next call."""
+        request = FlowRequest(rgb1, rgb2, key1=key1, key2=key2, output_size=output_size, out=out)
+        return self.estimate_batch([request])[0]
+
+    @torch.inference_mode()
+    def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
+        """See ``FlowEstimator.estimate_batch``: pairs of one input and output size form one batch."""
         if self._model is None:
             raise BackendError("estimator was closed")
-        if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3 or rgb1.dtype != np.uint8:
-            raise ValueError(
-                f"expected two (H, W, 3) uint8 images of one size, got {rgb1.shape} and {rgb2.shape}"
-            )
-        height, width = rgb1.shape[:2]
-        if self._fixed_size is None:
-            wanted = network_size_for(height, width)
-            if wanted != self._network_size:
-                self._network_size, self._cached_key, self._cached = wanted, None, None
-        out_h, out_w = output_size or (height, width)
-        first = self._to_network(rgb1, key1)
-        second = self._to_network(rgb2, key2)
-        self._cached_key, self._cached = key2, second
-        flow = self._model(first, second).float()
-        flow = resize_flow(flow, out_h, out_w)[0].permute(1, 2, 0)  # (H_out, W_out, 2), strided view
+        groups: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
+        for index, r in enumerate(requests):
+            if (
+                r.rgb1.shape != r.rgb2.shape
+                or r.rgb1.ndim != 3
+                or r.rgb1.shape[2] != 3
+                or r.rgb1.dtype != np.uint8
+            ):
+                raise ValueError(
+                    f"expected two (H, W, 3) uint8 images of one size, got {r.rgb1.shape} and {r.rgb2.shape}"
+                )
+            size = (int(r.rgb1.shape[0]), int(r.rgb1.shape[1]))
+            groups.setdefault((size, r.output_size or size), []).append(index)
+        results: list[np.ndarray | None] = [None] * len(requests)
+        for ((height, width), (out_h, out_w)), members in groups.items():
+            net = self.network_size(height, width)
+            self._network_size = net
+            firsts = [self._to_network(requests[i].rgb1, requests[i].key1, net) for i in members]
+            seconds = [self._to_network(requests[i].rgb2, requests[i].key2, net) for i in members]
+            for i, frame in zip(members, seconds, strict=True):
+                self._remember(requests[i].key2, frame)
+            first = firsts[0] if len(firsts) == 1 else torch.cat(firsts)
+            second = seconds[0] if len(seconds) == 1 else torch.cat(seconds)
+            flow = resize_flow(self._model(first, second).float(), out_h, out_w)
+            flow = flow.permute(0, 2, 3, 1)  # (B, H_out, W_out, 2), strided view
+            for slot, i in enumerate(members):
+                results[i] = self._deliver(flow[slot], requests[i].out, slot)
+        return [r for r in results if r is not None]
+
+    def _deliver(self, flow: torch.Tensor, out: np.ndarray | None, slot: int) -> np.ndarray:
+        """The one device→host copy of one pair's (H, W, 2) flow: into ``out``, or a reused buffer."""
+        shape = tuple(flow.shape)
         if out is not None:
-            if out.shape != (out_h, out_w, 2) or out.dtype != np.float32 or not out.flags.c_contiguous:
-                raise ValueError(f"out must be a C-contiguous ({out_h}, {out_w}, 2) float32 array")
-            torch.from_numpy(out).copy_(flow)  # the one device→host copy
+            if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+                raise ValueError(f"out must be a C-contiguous {shape} float32 array")
+            torch.from_numpy(out).copy_(flow)
             return out
         if self._device.type == "cuda":
-            host = self._pinned(out_h, out_w)
-            host.copy_(flow)  # the one device→host copy, into page-locked memory; valid until the next call
+            host = self._host.get((slot, shape[0], shape[1]))
+            if host is None:
+                host = torch.empty(shape, dtype=torch.float32, pin_memory=True)
+                self._host[(slot, shape[0], shape[1])] = host
+            host.copy_(flow)  # into page-locked memory; valid until the next call
             return host.numpy()
         return flow.contiguous().numpy()
 
-    def _pinned(self, height: int, width: int) -> torch.Tensor:
-        if self._host_flow is None or tuple(self._host_flow.shape) != (height, width, 2):
-            self._host_flow = torch.empty((height, width, 2), dtype=torch.float32, pin_memory=True)
-        return self._host_flow
-
     def close(self) -> None:
-        self._model, self._cached, self._cached_key, self._host_flow = None, None, None, None
+        self._model = None
+        self._frames.clear()
+        self._host.clear()
         if self._device.type == "cuda":
             torch.cuda.empty_cache()

@@ -11,14 +11,37 @@ from torch import Tensor, nn
 
 SizeMode = Literal["resize", "pad"]
 
+#: Every network input side is a multiple of this (FlowNet's six stride-2 stages).
+NETWORK_STRIDE = 64
+#: Default cap on the automatic network size (height x width): about 1024 x 576.
+DEFAULT_MAX_NETWORK_PIXELS = 1024 * 576
 
-def network_size_for(height: int, width: int, mode: SizeMode = "resize") -> tuple[int, int]:
-    """Network input size for an image: nearest multiples of 64 (resize) or the next ones up (pad)."""
+
+def network_size_for(
+    height: int, width: int, mode: SizeMode = "resize", max_pixels: int | None = None
+) -> tuple[int, int]:
+    """Network input size for an image: nearest multiples of 64 (resize) or the next ones up (pad).
+
+    ``max_pixels`` (resize mode only) caps the size: a larger frame is scaled down, keeping its aspect
+    ratio, to the largest multiples of 64 whose product fits (at least 64 x 64), so a 4K frame does not run
+    the network at 4K; the caller resizes the flow back and scales its vectors.
+    """
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
+    s = NETWORK_STRIDE
     if mode == "pad":
-        return -(-height // 64) * 64, -(-width // 64) * 64
-    return max(64, round(height / 64) * 64), max(64, round(width / 64) * 64)
+        return -(-height // s) * s, -(-width // s) * s
+    size = max(s, round(height / s) * s), max(s, round(width / s) * s)
+    if max_pixels is None or size[0] * size[1] <= max_pixels:
+        return size
+    scale = (max_pixels / (height * width)) ** 0.5
+    net_h, net_w = max(s, int(height * scale / s) * s), max(s, int(width * scale / s) * s)
+    while net_h * net_w > max_pixels and max(net_h, net_w) > s:  # flooring both sides nearly always fits
+        if net_h >= net_w:
+            net_h -= s
+        else:
+            net_w -= s
+    return net_h, net_w
 
 
 def resize_flow(flow: Tensor, height: int, width: int) -> Tensor:

@@ -25,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from ..backends import BackendInfo
 from .image_convert import ERROR_KINDS
+from .pairing import FrameLossEstimator
 
 __all__ = [
     "BACKEND_ERROR",
@@ -83,6 +84,11 @@ class StatsSnapshot:
     overhead_mean_s: float | None
     since_input_s: float | None
     recent_errors: dict[str, int] = field(default_factory=dict)
+    lost_estimate: int = 0
+    loss_fraction: float = 0.0
+    frame_period_s: float | None = None
+    unsupported_encodings: dict[str, int] = field(default_factory=dict)
+    idle_frames: int = 0
 
     @property
     def input_rate_hz(self) -> float:
@@ -105,6 +111,9 @@ class FlowStats:
         self.errors: Counter[str] = Counter()
         self._error_times: dict[str, list[float]] = {}
         self._last_input: float | None = None
+        self.loss = FrameLossEstimator()
+        self.unsupported_encodings: Counter[str] = Counter()
+        self.idle_frames = 0  #: frames received while no output had a subscriber (not processed)
         self._window_start = time.monotonic() if now is None else now
         self._reset_window()
 
@@ -115,11 +124,25 @@ class FlowStats:
         self._w_backend: list[float] = []
         self._w_overhead: list[float] = []
 
-    def frame_received(self, now: float | None = None) -> None:
+    def frame_received(self, now: float | None = None, stamp: float | None = None) -> None:
+        """A frame arrived; ``stamp`` (its header stamp, s) feeds the lost-frame estimate."""
         with self._lock:
             self.received += 1
             self._w_received += 1
             self._last_input = time.monotonic() if now is None else now
+            if stamp is not None:
+                self.loss.observe(stamp)
+
+    def frame_idle(self) -> None:
+        """A frame was received but not processed: no output has a subscriber."""
+        with self._lock:
+            self.idle_frames += 1
+
+    def encoding_refused(self, encoding: str) -> None:
+        """Count an encoding name that was refused (bounded: at most 32 distinct names are kept)."""
+        with self._lock:
+            if encoding in self.unsupported_encodings or len(self.unsupported_encodings) < 32:
+                self.unsupported_encodings[encoding] += 1
 
     def frame_dropped(self, count: int = 1) -> None:
         with self._lock:
@@ -171,6 +194,11 @@ class FlowStats:
                 overhead_mean_s=_mean(self._w_overhead),
                 since_input_s=None if self._last_input is None else now - self._last_input,
                 recent_errors=recent,
+                lost_estimate=self.loss.lost,
+                loss_fraction=self.loss.loss_fraction,
+                frame_period_s=self.loss.period,
+                unsupported_encodings=dict(self.unsupported_encodings),
+                idle_frames=self.idle_frames,
             )
             self._window_start = now
             self._reset_window()
@@ -195,8 +223,14 @@ def build_status(
     backend: BackendInfo | None,
     backend_reason: str = "",
     failure: str | None = None,
+    camera: str = "",
+    idle: bool = False,
+    extra: list[tuple[str, str]] | None = None,
 ) -> DiagnosticStatus:
-    """The node's ``DiagnosticStatus`` (level and message per the module docstring, values as text)."""
+    """One camera's ``DiagnosticStatus`` (level and message per the module docstring, values as text).
+
+    ``idle``: no output of this camera has a subscriber, so its frames are not processed.
+    """
     level = DiagnosticStatus.OK
     problems: list[str] = []
     if state == "unconfigured" and failure:
@@ -214,15 +248,27 @@ def build_status(
         level = max(level, DiagnosticStatus.WARN)
         waited = "ever" if snap.since_input_s is None else f"{snap.since_input_s:.1f} s"
         problems.append(f"no input on {input_topic} for {waited}")
+    if snap.unsupported_encodings:
+        problems_text = ", ".join(f"{enc} x{n}" for enc, n in sorted(snap.unsupported_encodings.items()))
+        if "unsupported_encoding" in bad_input:
+            problems.append(f"unsupported encodings: {problems_text}")
     if problems:
         message = "; ".join(problems)
+    elif state == "active" and idle:
+        message = "idle (no subscribers)"
     elif state == "active":
         message = f"ok: {snap.output_rate_hz:.1f} Hz flow from {snap.input_rate_hz:.1f} Hz input"
     else:
         message = state
+    if state == "active" and snap.loss_fraction >= 0.05 and snap.lost_estimate >= 3:
+        message += (
+            f"; ~{100 * snap.loss_fraction:.0f} % of input frames lost before the node "
+            "(see input_reliability and the DDS profile)"
+        )
 
     values: list[tuple[str, str]] = [
-        ("state", state),
+        ("state", "idle (no subscribers)" if state == "active" and idle else state),
+        *([("camera", camera)] if camera else []),
         ("input_topic", input_topic),
         ("input_rate_hz", f"{snap.input_rate_hz:.2f}"),
         ("output_rate_hz", f"{snap.output_rate_hz:.2f}"),
@@ -234,6 +280,10 @@ def build_status(
         ("frames_received", str(snap.received)),
         ("frames_published", str(snap.published)),
         ("frames_dropped", str(snap.dropped)),
+        ("frames_idle", str(snap.idle_frames)),
+        ("frames_lost_estimate", str(snap.lost_estimate)),
+        ("input_loss_percent", f"{100 * snap.loss_fraction:.1f}"),
+        ("input_period_ms", _ms(snap.frame_period_s)),
     ]
     for reason in ("reset_time_backwards", "reset_gap", "reset_format_change"):
         values.append((f"pair_resets.{reason}", str(snap.resets.get(reason, 0))))
@@ -250,6 +300,9 @@ def build_status(
         ]
     else:
         values.append(("backend", "none"))
+    for enc, n in sorted(snap.unsupported_encodings.items()):
+        values.append((f"unsupported_encoding.{enc}", str(n)))
+    values += extra or []
     if backend_reason:
         values.append(("backend_choice", backend_reason))
     if failure:

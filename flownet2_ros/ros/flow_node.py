@@ -1,29 +1,43 @@
 """The optical-flow node: camera images in, FlowNet 2.0 flow out (``ros2 run flownet2_ros flow_node``).
 
-A managed (lifecycle) node.  ``configure`` creates the backend (:func:`~flownet2_ros.backends.create_estimator`)
-and the publishers, ``activate`` subscribes to the camera and starts the inference worker,
-``deactivate`` stops both, ``cleanup`` releases the backend.  With ``autostart`` (default) ``main``
-configures and activates the node itself.  The node knows nothing of models: it only talks to a
-:class:`~flownet2_ros.backends.FlowEstimator`.
+A managed (lifecycle) node serving one or several cameras with one backend.  ``configure`` creates the
+backend (:func:`~flownet2_ros.backends.create_estimator`) and each camera's publishers, ``activate``
+subscribes to the cameras and starts the inference worker, ``deactivate`` stops both, ``cleanup`` releases
+the backend.  With ``autostart`` (default) ``main`` configures and activates the node itself.  The node
+knows nothing of models: it only talks to a :class:`~flownet2_ros.backends.FlowEstimator`.
+
+Cameras
+-------
+``cameras`` empty: one camera on ``image`` (``image/compressed``), outputs ``flow``, ...  ``cameras:
+[front, rear]``: camera ``front`` subscribes ``front/image`` and publishes ``front/flow``, ...  Every name
+is relative and remappable.  Each camera's ``camera_info`` is the sibling of its *resolved* image topic
+(``image:=/cam/image_raw`` → ``/cam/camera_info``), as image_transport's CameraSubscriber does; remapping
+``camera_info`` (``<name>/camera_info``) explicitly overrides that.  Infos are matched to frames by stamp:
+exact, else the newest within one frame period.
 
 Per frame
 ---------
-Subscription callback (executor thread): message → zero-copy array view (or JPEG/PNG decode) →
-RGB (a conversion into a reused buffer for non-rgb8 encodings) → :class:`FramePairer` (its one copy of
-the frame) → the pair goes into a :class:`LatestOnlySlot` (a pair still waiting when the next one
-arrives is dropped and counted).  Worker thread: ``estimate`` writes the flow straight into the data
-buffer of the outgoing ``flow`` message; magnitude and colour are computed from it straight into the
-buffers of their messages; the messages are reused from frame to frame (publishing copies them into
-the middleware), so no image-sized buffer is allocated or copied per frame beyond the pairer's copy and
-the backend's own input copy.  Outputs without subscribers are not computed.
+Subscription callback (executor thread): if no output of the camera has a subscriber the frame is only
+counted (the network does not run; the pair restarts when a subscriber appears).  Otherwise message →
+zero-copy array view (or JPEG/PNG decode, sized from its header first) → RGB (a conversion into the
+camera's reused buffer for non-rgb8 encodings) → the camera's :class:`FramePairer` (its one copy of the
+frame) → the pair goes into a :class:`LatestPerKey` slot under the camera's name (a pair still waiting
+when the same camera's next one arrives is dropped and counted).  Worker thread: takes every pending pair
+at once (pairs of several cameras ready together) and runs them in one ``estimate_batch`` call, writing
+each flow straight into the data buffer of that camera's outgoing ``flow`` message; magnitude and colour
+are computed from it straight into the buffers of their messages; messages are reused from frame to frame.
+Outputs without subscribers are not computed.
 
-Topics (relative, remappable): ``image`` or ``image/compressed`` and ``camera_info`` in; ``flow``
-(32FC2), ``flow/magnitude`` (32FC1), ``flow/color`` (rgb8), ``flow/camera_info``,
-``flow/previous_stamp`` (sensor_msgs/TimeReference) out; ``/diagnostics``.
+Topics per camera (relative, remappable): ``image`` or ``image/compressed`` and ``camera_info`` in;
+``flow`` (32FC2), ``flow/magnitude`` (32FC1), ``flow/color`` (rgb8), ``flow/camera_info``,
+``flow/previous_stamp`` (sensor_msgs/TimeReference) out; ``/diagnostics`` (one status per camera).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import posixpath
 import sys
 import threading
 import time
@@ -39,35 +53,48 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, TimeReference
 from std_msgs.msg import Header
 
-from ..backends import BackendConfig, BackendError, BackendInfo, FlowEstimator, create_estimator
+from ..backends import BackendConfig, BackendError, BackendInfo, FlowEstimator, FlowRequest, create_estimator
 from ..flowio.visualize import flow_magnitude, flow_to_color
 from .diagnostics import BACKEND_ERROR, INTERNAL_ERROR, ErrorThrottle, FlowStats, build_status
 from .image_convert import (
     KIND_CONVERSION_FAILED,
+    KIND_UNSUPPORTED_ENCODING,
     ImageConversionError,
+    RgbScratch,
     compressed_msg_to_rgb,
     header_stamp_seconds,
-    image_msg_to_array,
-    to_rgb,
+    image_msg_to_rgb,
 )
-from .pairing import FrameInfo, FramePairer, LatestOnlySlot, PairDecision, PairReason
+from .pairing import FrameInfo, FramePairer, LatestPerKey, PairDecision, PairReason, StampMatcher
 from .parameters import SPECS, FlowNodeSettings, check_change, declare_parameters, read_settings
 
-__all__ = ["EstimatorFactory", "FlowNode", "main"]
+__all__ = [
+    "EstimatorFactory",
+    "FlowNode",
+    "camera_topics",
+    "input_qos",
+    "main",
+    "output_qos",
+    "sibling_topic",
+]
 
 #: ``(backend name, config) -> (estimator, sentence saying what was chosen)``; ``create_estimator``
 #: by default, a stand-in in tests.
 EstimatorFactory = Callable[[str, BackendConfig], tuple[FlowEstimator, str]]
+
+#: Each camera's outputs: key -> (message type, topic relative to the camera).
+OUTPUTS: dict[str, tuple[type, str]] = {
+    "flow": (Image, "flow"),
+    "magnitude": (Image, "flow/magnitude"),
+    "color": (Image, "flow/color"),
+    "camera_info": (CameraInfo, "flow/camera_info"),
+    "previous_stamp": (TimeReference, "flow/previous_stamp"),
+}
 
 _NATIVE_BIG_ENDIAN = int(sys.byteorder == "big")
 
@@ -82,14 +109,40 @@ def _qos(depth: int, reliability: ReliabilityPolicy) -> QoSProfile:
     )
 
 
-def _input_qos(depth: int) -> QoSProfile:
-    """Sensor-data QoS (best effort): never blocks a camera driver."""
-    return _qos(depth, ReliabilityPolicy.BEST_EFFORT)
+def input_qos(depth: int, reliability: str = "best_effort") -> QoSProfile:
+    """Input QoS (REP 2003 sensor data by default): keep-last ``depth``, ``best_effort`` or ``reliable``.
+
+    Best effort matches every publisher and never slows a camera driver; reliable (against a reliable
+    publisher) re-sends lost DDS fragments, which large images over UDP need.
+    """
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return _qos(depth, policy)
 
 
-def _output_qos(depth: int) -> QoSProfile:
+def output_qos(depth: int) -> QoSProfile:
     """Reliable outputs: subscribers get every flow frame the node computes."""
     return _qos(depth, ReliabilityPolicy.RELIABLE)
+
+
+def sibling_topic(topic: str, name: str) -> str:
+    """The topic ``name`` next to ``topic``: ``/cam/image_raw`` → ``/cam/camera_info``."""
+    return posixpath.join(posixpath.dirname(topic) or "/", name)
+
+
+def camera_topics(resolve: Callable[[str, bool], str], prefix: str, transport: str) -> tuple[str, str, str]:
+    """``(image topic, subscribed topic, camera_info topic)`` of the camera whose names start with ``prefix``.
+
+    ``resolve(name, only_expand)`` resolves a relative name (remapping applied unless ``only_expand``).  The
+    image topic is ``<prefix>image`` after remapping; compressed frames come from ``<image>/compressed``; the
+    camera_info is the image topic's sibling (image_transport's convention), unless ``<prefix>camera_info``
+    itself was remapped, which then wins.
+    """
+    image = resolve(prefix + "image", False)
+    info_name = prefix + "camera_info"
+    remapped = resolve(info_name, False)
+    info = remapped if remapped != resolve(info_name, True) else sibling_topic(image, "camera_info")
+    subscribed = f"{image}/compressed" if transport == "compressed" else image
+    return image, subscribed, info
 
 
 class _ImageOutput:
@@ -127,10 +180,54 @@ class _ImageOutput:
         return self.msg
 
 
+class Camera:
+    """One camera's state in the node: topics, pairer, buffers, outputs, counters.
+
+    Callback-thread state: ``pairer`` pushes, ``scratch``, ``prev_header``/``prev_key``, ``idle``.  Worker
+    state: the three reused output messages and the scaled camera_info cache.  ``stats`` and ``infos``
+    are thread-safe.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name  #: "" for the node's single camera
+        self.prefix = f"{name}/" if name else ""
+        self.stats = FlowStats()
+        self.scratch = RgbScratch()
+        self.infos: StampMatcher[CameraInfo] = StampMatcher()
+        self.pairer: FramePairer | None = None
+        self.pubs: dict[str, Any] = {}
+        self.subs: list[Any] = []
+        self.image_topic = ""  #: resolved image topic
+        self.input_topic = ""  #: resolved subscribed topic (image or image/compressed)
+        self.info_topic = ""  #: resolved camera_info topic
+        self.prev_header: Header | None = None
+        self.prev_key = 0
+        self.idle = False
+        self.out_flow = _ImageOutput("32FC2", np.float32, 2)
+        self.out_mag = _ImageOutput("32FC1", np.float32, 1)
+        self.out_color = _ImageOutput("rgb8", np.uint8, 3)
+        self.scaled_info: tuple[CameraInfo, tuple[int, int], CameraInfo] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or "camera"
+
+    def has_subscribers(self) -> bool:
+        """True when any output of this camera has a subscriber (publishers exist once configured)."""
+        return any(pub.get_subscription_count() > 0 for pub in self.pubs.values())
+
+    def forget(self) -> None:
+        """Drop the stream state: the next frame starts a new pair."""
+        if self.pairer is not None:
+            self.pairer.reset()
+        self.prev_header = None
+
+
 @dataclass(eq=False)
 class _Job:
-    """A frame pair handed from the subscription callback to the worker."""
+    """A frame pair handed from a subscription callback to the worker."""
 
+    camera: Camera
     decision: PairDecision
     header: Header
     prev_stamp: TimeMsg
@@ -162,51 +259,65 @@ class FlowNode(LifecycleNode):
         self._factory: EstimatorFactory = estimator_factory or create_estimator
         self._param_problems = declare_parameters(self)
         self.settings: FlowNodeSettings = read_settings(self)
+        log = self.get_logger()
         for name, reason in self._param_problems.items():
-            self.get_logger().error(
-                f"parameter {name}: {reason}; the default is used and configure will fail"
+            log.error(f"parameter {name}: {reason}; the default is used and configure will fail")
+        if self.settings.transport:
+            log.warning(
+                "parameter 'transport' is deprecated and goes away in the next release: use "
+                f"'image_transport' (now {self.settings.input_transport!r})"
             )
 
         #: lifecycle state label (unconfigured, inactive, active, finalized), kept by the transitions
         self.lifecycle_state = "unconfigured"
         self.failure: str | None = None  #: why the last configure failed (None after a success)
-        self.stats = FlowStats()
         self._throttle = ErrorThrottle()
         self._estimator: FlowEstimator | None = None
         self._backend_info: BackendInfo | None = None
         self._backend_reason = ""
         self._network_sizes: dict[tuple[int, int], tuple[int, int]] = {}
 
-        self._pairer: FramePairer | None = None
-        self._slot: LatestOnlySlot[_Job] | None = None
+        #: the cameras this node serves, in the order of the ``cameras`` parameter
+        self.cameras: list[Camera] = [Camera(name) for name in self.settings.cameras] or [Camera("")]
+        transport = self.settings.input_transport
+
+        def resolve(name: str, only_expand: bool) -> str:
+            return self.resolve_topic_name(name, only_expand=only_expand)
+
+        for camera in self.cameras:
+            camera.image_topic, camera.input_topic, camera.info_topic = camera_topics(
+                resolve, camera.prefix, transport
+            )
+        self.input_topic = self.cameras[0].input_topic  #: the first camera's subscribed topic
+
+        self._slot: LatestPerKey[str, _Job] | None = None
         self._worker: threading.Thread | None = None
         self._generation = 0  # bumped on deactivate: a late result of an old activation is not published
-        self._subs: list[Any] = []
-        self._pubs: dict[str, Any] = {}
-        self._camera_info: CameraInfo | None = None
-        self._scaled_info: tuple[CameraInfo, tuple[int, int], CameraInfo] | None = None
-        self._info_lock = threading.Lock()
+        self._seq = 0  # frame keys, unique across cameras (callback thread)
+        self._worker_lock = threading.Lock()  # held while a batch is processed (cleanup waits on it)
+        self.batches = 0  #: estimate_batch calls made (worker thread)
+        self.batched_pairs = 0  #: pairs run in them
 
-        # callback-thread state
-        self._seq = 0
-        self._prev_header: Header | None = None
-        self._rgb_buffer: np.ndarray | None = None
-
-        # worker-thread state: reused output messages
-        self._out_flow = _ImageOutput("32FC2", np.float32, 2)
-        self._out_mag = _ImageOutput("32FC1", np.float32, 1)
-        self._out_color = _ImageOutput("rgb8", np.uint8, 3)
-        self._worker_lock = threading.Lock()  # held while a job is processed (cleanup waits on it)
-
-        self.input_topic = "image/compressed" if self.settings.transport == "compressed" else "image"
         self._diag_pub = self.create_publisher(
             DiagnosticArray,
             "/diagnostics",
-            _output_qos(10),
+            output_qos(10),
             qos_overriding_options=QoSOverridingOptions.with_default_policies(),
         )
         self._diag_timer = self.create_timer(self.settings.diagnostics_period_s, self.publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def stats(self) -> FlowStats:
+        """The first camera's counters (the only camera's, without ``cameras``)."""
+        return self.cameras[0].stats
+
+    def camera(self, name: str) -> Camera:
+        """The camera called ``name`` ("" for the single camera)."""
+        for camera in self.cameras:
+            if camera.name == name:
+                return camera
+        raise KeyError(f"no camera {name!r}; cameras: {[c.name for c in self.cameras]}")
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -215,6 +326,24 @@ class FlowNode(LifecycleNode):
         if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             return False
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    def backend_config(self) -> BackendConfig:
+        """The backend configuration the parameters ask for."""
+        s = self.settings
+        return BackendConfig(
+            checkpoint=s.checkpoint,
+            engine=s.engine,
+            model=s.model,
+            device=s.device,
+            precision=s.precision,
+            network_size=s.network_size,
+            onnx=s.onnx,
+            engine_cache_dir=s.engine_cache_dir,
+            allow_rebuild=s.allow_engine_rebuild,
+            cuda_graph=s.cuda_graph,
+            max_network_pixels=s.max_network_pixels,
+            threads=s.inference_threads(os.cpu_count()),
+        )
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         log = self.get_logger()
@@ -226,18 +355,7 @@ class FlowNode(LifecycleNode):
             return self._configure_failed(
                 "invalid parameters: " + "; ".join(f"{k}: {v}" for k, v in problems.items())
             )
-        config = BackendConfig(
-            checkpoint=s.checkpoint,
-            engine=s.engine,
-            model=s.model,
-            device=s.device,
-            precision=s.precision,
-            network_size=s.network_size,
-            onnx=s.onnx,
-            engine_cache_dir=s.engine_cache_dir,
-            allow_rebuild=s.allow_engine_rebuild,
-            cuda_graph=s.cuda_graph,
-        )
+        config = self.backend_config()
         try:
             estimator, why = self._factory(s.backend, config)
         except BackendError as exc:
@@ -254,25 +372,18 @@ class FlowNode(LifecycleNode):
         log.info(
             f"backend {why}; "
             + (f"{info.model} on {info.device}, {info.precision}" if info is not None else "no info")
+            + f"; {len(self.cameras)} camera(s), {config.threads} inference thread(s)"
         )
-        qos = _output_qos(s.qos_depth)
+        qos = output_qos(s.qos_depth)
         overrides = QoSOverridingOptions.with_default_policies()
-        self._pubs = {
-            "flow": self.create_lifecycle_publisher(Image, "flow", qos, qos_overriding_options=overrides),
-            "magnitude": self.create_lifecycle_publisher(
-                Image, "flow/magnitude", qos, qos_overriding_options=overrides
-            ),
-            "color": self.create_lifecycle_publisher(
-                Image, "flow/color", qos, qos_overriding_options=overrides
-            ),
-            "camera_info": self.create_lifecycle_publisher(
-                CameraInfo, "flow/camera_info", qos, qos_overriding_options=overrides
-            ),
-            "previous_stamp": self.create_lifecycle_publisher(
-                TimeReference, "flow/previous_stamp", qos, qos_overriding_options=overrides
-            ),
-        }
-        self._pairer = FramePairer(s.max_pair_gap_s or None)
+        for camera in self.cameras:
+            camera.pubs = {
+                key: self.create_lifecycle_publisher(
+                    msg_type, camera.prefix + topic, qos, qos_overriding_options=overrides
+                )
+                for key, (msg_type, topic) in OUTPUTS.items()
+            }
+            camera.pairer = FramePairer(s.max_pair_gap_s or None)
         self.failure = None
         self.lifecycle_state = "inactive"
         return TransitionCallbackReturn.SUCCESS
@@ -286,30 +397,47 @@ class FlowNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         s = self.settings
         self._generation += 1
-        self._slot = LatestOnlySlot(on_drop=_Job.release)
+        self._slot = LatestPerKey(on_drop=_Job.release)
         self._worker = threading.Thread(
             target=self._work, args=(self._slot, self._generation), name="flow_worker", daemon=True
         )
         self._worker.start()
-        if self._pairer is not None:
-            self._pairer.reset()
-        self._prev_header = None
-        qos = _input_qos(s.qos_depth)
         overrides = QoSOverridingOptions.with_default_policies()
-        if s.transport == "compressed":
-            sub = self.create_subscription(
-                CompressedImage, self.input_topic, self._on_compressed, qos, qos_overriding_options=overrides
+        image_qos = input_qos(s.qos_depth, s.input_reliability)
+        info_qos = input_qos(max(5, s.qos_depth), s.input_reliability)
+        compressed = s.input_transport == "compressed"
+        for camera in self.cameras:
+            camera.forget()
+            camera.idle = False
+            if compressed:
+                sub = self.create_subscription(
+                    CompressedImage,
+                    camera.input_topic,
+                    functools.partial(self._on_compressed, camera),
+                    image_qos,
+                    qos_overriding_options=overrides,
+                )
+            else:
+                sub = self.create_subscription(
+                    Image,
+                    camera.input_topic,
+                    functools.partial(self._on_image, camera),
+                    image_qos,
+                    qos_overriding_options=overrides,
+                )
+            info_sub = self.create_subscription(
+                CameraInfo,
+                camera.info_topic,
+                functools.partial(self._on_camera_info, camera),
+                info_qos,
+                qos_overriding_options=overrides,
             )
-        else:
-            sub = self.create_subscription(
-                Image, self.input_topic, self._on_image, qos, qos_overriding_options=overrides
+            camera.subs = [sub, info_sub]
+            self.get_logger().info(
+                f"active: {camera.label}: flow from {sub.topic_name} ({s.input_reliability}), "
+                f"camera_info from {info_sub.topic_name}, outputs under {self.resolve_topic_name(camera.prefix + 'flow')}"
             )
-        info_sub = self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, _input_qos(1), qos_overriding_options=overrides
-        )
-        self._subs = [sub, info_sub]
         self.lifecycle_state = "active"
-        self.get_logger().info(f"active: flow from {sub.topic_name}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -337,11 +465,12 @@ class FlowNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_processing(self, timeout: float) -> None:
-        """Unsubscribe and stop the worker (waits up to ``timeout`` s for a frame in flight)."""
+        """Unsubscribe and stop the worker (waits up to ``timeout`` s for a batch in flight)."""
         self._generation += 1
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        for camera in self.cameras:
+            for sub in camera.subs:
+                self.destroy_subscription(sub)
+            camera.subs = []
         if self._slot is not None:
             self._slot.close()
         if self._worker is not None:
@@ -350,22 +479,22 @@ class FlowNode(LifecycleNode):
                 self.get_logger().warning(f"the backend is still busy after {timeout:.0f} s; not waiting")
         self._slot = None
         self._worker = None
-        if self._pairer is not None:
-            self._pairer.reset()
-        self._prev_header = None
+        for camera in self.cameras:
+            camera.forget()
 
     def _release_all(self) -> None:
         """Stop processing, destroy the publishers and close the backend (frees its device memory)."""
         self._stop_processing(timeout=10.0)
-        # A job that outlived the join above finishes before its publishers and backend go away.
+        # A batch that outlived the join above finishes before its publishers and backend go away.
         locked = self._worker_lock.acquire(timeout=30.0)
         if not locked:
             self.get_logger().warning("the backend is still busy after 40 s; releasing it anyway")
         try:
             destroy = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
-            for pub in self._pubs.values():
-                destroy(pub)
-            self._pubs = {}
+            for camera in self.cameras:
+                for pub in camera.pubs.values():
+                    destroy(pub)
+                camera.pubs = {}
             estimator, self._estimator = self._estimator, None
             if estimator is not None:
                 try:
@@ -377,11 +506,11 @@ class FlowNode(LifecycleNode):
                 self._worker_lock.release()
         self._backend_info = None
         self._backend_reason = ""
-        self._pairer = None
-        self._rgb_buffer = None
-        with self._info_lock:
-            self._camera_info = None
-            self._scaled_info = None
+        for camera in self.cameras:
+            camera.pairer = None
+            camera.scratch = RgbScratch()
+            camera.infos.clear()
+            camera.scaled_info = None
 
     def destroy_node(self) -> None:
         """Release the backend and stop the worker, then destroy the node."""
@@ -411,8 +540,10 @@ class FlowNode(LifecycleNode):
         changed = {p.name: p.value for p in params if p.name in SPECS}
         old_period = self.settings.diagnostics_period_s
         self.settings.update(changed)
-        if self._pairer is not None and "max_pair_gap_s" in changed:
-            self._pairer.max_pair_gap_s = self.settings.max_pair_gap_s or None
+        if "max_pair_gap_s" in changed:
+            for camera in self.cameras:
+                if camera.pairer is not None:
+                    camera.pairer.max_pair_gap_s = self.settings.max_pair_gap_s or None
         if self.settings.diagnostics_period_s != old_period:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(self.settings.diagnostics_period_s, self.publish_diagnostics)
@@ -422,49 +553,68 @@ class FlowNode(LifecycleNode):
 
     # ----------------------------------------------------------------------------------- callbacks
 
-    def _report(self, kind: str, text: str) -> None:
-        """Count an error of ``kind`` and log it, at most once per ``error_log_period_s`` per kind."""
-        self.stats.error(kind)
-        log_now, held = self._throttle.allow(kind, self.settings.error_log_period_s)
+    def _report(self, camera: Camera, kind: str, text: str) -> None:
+        """Count an error of ``kind`` for ``camera``; log at most once per ``error_log_period_s`` per kind."""
+        camera.stats.error(kind)
+        log_now, held = self._throttle.allow(f"{camera.name}:{kind}", self.settings.error_log_period_s)
         if log_now:
             more = f" ({held} more since the last report)" if held else ""
-            self.get_logger().error(f"{text}{more}")
+            where = f"{camera.name}: " if camera.name else ""
+            self.get_logger().error(f"{where}{text}{more}")
 
-    def _on_image(self, msg: Image) -> None:
-        start = time.perf_counter()
-        self.stats.frame_received()
+    def _bad_input(self, camera: Camera, exc: Exception) -> None:
+        if isinstance(exc, ImageConversionError):
+            if exc.kind == KIND_UNSUPPORTED_ENCODING:
+                camera.stats.encoding_refused(str(getattr(exc, "encoding", None) or "?"))
+            self._report(camera, exc.kind, f"frame skipped: {exc}")
+        else:  # anything a malformed message can still trigger
+            self._report(camera, KIND_CONVERSION_FAILED, f"frame skipped: {type(exc).__name__}: {exc}")
+
+    def _admit(self, camera: Camera, header: Header) -> bool:
+        """Count a received frame; False when it is not to be processed (no output has a subscriber)."""
         try:
-            array, encoding = image_msg_to_array(msg, self.settings.max_image_pixels)
-            out = None
-            if encoding != "rgb8":
-                height, width = array.shape[:2]
-                if self._rgb_buffer is None or self._rgb_buffer.shape[:2] != (height, width):
-                    self._rgb_buffer = np.empty((height, width, 3), np.uint8)
-                out = self._rgb_buffer
-            rgb = to_rgb(array, encoding, out=out)
-        except ImageConversionError as exc:
-            self._report(exc.kind, f"frame skipped: {exc}")
-            return
-        except Exception as exc:  # anything a malformed message can still trigger
-            self._report(KIND_CONVERSION_FAILED, f"frame skipped: {type(exc).__name__}: {exc}")
-            return
-        self._push(msg.header, rgb, encoding, start)
+            stamp: float | None = header_stamp_seconds(header)
+        except Exception:
+            stamp = None
+        camera.stats.frame_received(stamp=stamp)
+        if camera.has_subscribers():
+            if camera.idle:
+                camera.idle = False
+                self.get_logger().info(f"{camera.label}: an output has a subscriber again; flow resumes")
+            return True
+        if not camera.idle:
+            camera.idle = True
+            camera.forget()  # the first frame after a subscriber appears starts a fresh pair
+            self.get_logger().info(
+                f"{camera.label}: no output has a subscriber; idle (the network does not run)"
+            )
+        camera.stats.frame_idle()
+        return False
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
+    def _on_image(self, camera: Camera, msg: Image) -> None:
         start = time.perf_counter()
-        self.stats.frame_received()
+        if not self._admit(camera, msg.header):
+            return
+        try:
+            rgb, encoding = image_msg_to_rgb(msg, self.settings.max_image_pixels, camera.scratch)
+        except Exception as exc:
+            self._bad_input(camera, exc)
+            return
+        self._push(camera, msg.header, rgb, encoding, start)
+
+    def _on_compressed(self, camera: Camera, msg: CompressedImage) -> None:
+        start = time.perf_counter()
+        if not self._admit(camera, msg.header):
+            return
         try:
             rgb = compressed_msg_to_rgb(msg, self.settings.max_image_pixels)
-        except ImageConversionError as exc:
-            self._report(exc.kind, f"frame skipped: {exc}")
-            return
         except Exception as exc:
-            self._report(KIND_CONVERSION_FAILED, f"frame skipped: {type(exc).__name__}: {exc}")
+            self._bad_input(camera, exc)
             return
-        self._push(msg.header, rgb, f"compressed:{msg.format}", start)
+        self._push(camera, msg.header, rgb, f"compressed:{msg.format}", start)
 
-    def _push(self, header: Header, rgb: np.ndarray, encoding: str, start: float) -> None:
-        pairer, slot = self._pairer, self._slot
+    def _push(self, camera: Camera, header: Header, rgb: np.ndarray, encoding: str, start: float) -> None:
+        pairer, slot = camera.pairer, self._slot
         if pairer is None or slot is None:
             return
         try:
@@ -477,50 +627,61 @@ class FlowNode(LifecycleNode):
             )
             decision = pairer.push(info, rgb)
         except Exception as exc:
-            self._report(INTERNAL_ERROR, f"frame skipped: pairing failed: {type(exc).__name__}: {exc}")
+            self._report(
+                camera, INTERNAL_ERROR, f"frame skipped: pairing failed: {type(exc).__name__}: {exc}"
+            )
             return
         self._seq += 1
-        prev_header, self._prev_header = self._prev_header, header
+        prev_key, camera.prev_key = camera.prev_key, self._seq
+        prev_header, camera.prev_header = camera.prev_header, header
         if not decision.paired:
             if decision.reason is not PairReason.FIRST_FRAME:
-                self.stats.pair_reset(decision.reason.value)
-                log_now, held = self._throttle.allow("pair_reset", self.settings.error_log_period_s)
+                camera.stats.pair_reset(decision.reason.value)
+                log_now, held = self._throttle.allow(
+                    f"{camera.name}:pair_reset", self.settings.error_log_period_s
+                )
                 if log_now:
                     self.get_logger().warning(
-                        f"frame pair reset ({decision.reason.value}): previous {decision.prev_info}, "
-                        f"current {info}" + (f" ({held} more since the last report)" if held else "")
+                        f"{camera.label}: frame pair reset ({decision.reason.value}): previous "
+                        f"{decision.prev_info}, current {info}"
+                        + (f" ({held} more since the last report)" if held else "")
                     )
             return
         assert prev_header is not None
         job = _Job(
+            camera=camera,
             decision=decision,
             header=header,
             prev_stamp=prev_header.stamp,
-            key1=self._seq - 1,
+            key1=prev_key,
             key2=self._seq,
             callback_s=time.perf_counter() - start,
         )
-        if slot.offer(job) or slot.closed:
-            self.stats.frame_dropped()
+        if slot.offer(camera.name, job) or slot.closed:
+            camera.stats.frame_dropped()
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._info_lock:
-            self._camera_info = msg
+    def _on_camera_info(self, camera: Camera, msg: CameraInfo) -> None:
+        try:
+            camera.infos.add(header_stamp_seconds(msg.header), msg)
+        except Exception as exc:
+            self._report(camera, KIND_CONVERSION_FAILED, f"camera_info skipped: {type(exc).__name__}: {exc}")
 
     # -------------------------------------------------------------------------------------- worker
 
-    def _work(self, slot: LatestOnlySlot[_Job], generation: int) -> None:
+    def _work(self, slot: LatestPerKey[str, _Job], generation: int) -> None:
         while True:
-            job = slot.take()
-            if job is None:
-                return
+            jobs = slot.take_all()
+            if not jobs:
+                return  # closed
             try:
                 with self._worker_lock:
-                    self._process(job, generation)
+                    self._process(jobs, generation)
             except Exception as exc:  # never let the worker die
-                self._report(INTERNAL_ERROR, f"frame lost: {type(exc).__name__}: {exc}")
+                for job in jobs:
+                    self._report(job.camera, INTERNAL_ERROR, f"frame lost: {type(exc).__name__}: {exc}")
             finally:
-                job.release()
+                for job in jobs:
+                    job.release()
 
     def _output_size(self, estimator: FlowEstimator, height: int, width: int) -> tuple[int, int]:
         if self.settings.output_resolution == "input":
@@ -537,102 +698,160 @@ class FlowNode(LifecycleNode):
             self._backend_info = info
         return size
 
-    def _process(self, job: _Job, generation: int) -> None:
+    def _process(self, jobs: list[_Job], generation: int) -> None:
+        """Run the pairs of ``jobs`` (at most one per camera) in one batch, then publish each camera's outputs."""
         estimator = self._estimator
-        decision = job.decision
-        if estimator is None or decision.prev_image is None or decision.image is None:
+        if estimator is None:
             return
-        height, width = decision.info.height, decision.info.width
-        pubs = self._pubs
-        try:
-            out_h, out_w = self._output_size(estimator, height, width)
-            flow_buf = self._out_flow.view(out_h, out_w)
-            t0 = time.perf_counter()
-            flow = estimator.estimate(
-                decision.prev_image,
-                decision.image,
-                key1=job.key1,
-                key2=job.key2,
-                output_size=(out_h, out_w),
-                out=flow_buf,
+        requests: list[FlowRequest] = []
+        ready: list[_Job] = []
+        for job in jobs:
+            decision = job.decision
+            if decision.prev_image is None or decision.image is None:
+                continue
+            try:
+                out_h, out_w = self._output_size(estimator, decision.info.height, decision.info.width)
+            except Exception as exc:
+                self._report(job.camera, BACKEND_ERROR, f"backend failed: {type(exc).__name__}: {exc}")
+                continue
+            flow_buf = job.camera.out_flow.view(out_h, out_w)
+            requests.append(
+                FlowRequest(
+                    decision.prev_image,
+                    decision.image,
+                    key1=job.key1,
+                    key2=job.key2,
+                    output_size=(out_h, out_w),
+                    out=flow_buf,
+                )
             )
-            t1 = time.perf_counter()
-            if flow is not flow_buf:
-                np.copyto(flow_buf, flow)
-        except Exception as exc:
-            self._report(BACKEND_ERROR, f"backend failed on a frame pair: {type(exc).__name__}: {exc}")
+            ready.append(job)
+        if not requests:
             return
-        if generation != self._generation or not pubs:
-            return  # deactivated meanwhile
+        t0 = time.perf_counter()
+        try:
+            flows = estimator.estimate_batch(requests)
+        except Exception as exc:
+            for job in ready:
+                self._report(
+                    job.camera, BACKEND_ERROR, f"backend failed on a frame pair: {type(exc).__name__}: {exc}"
+                )
+            return
+        t1 = time.perf_counter()
+        self.batches += 1
+        self.batched_pairs += len(requests)
+        for job, request, flow in zip(ready, requests, flows, strict=True):
+            if generation != self._generation:
+                return  # deactivated meanwhile
+            assert request.out is not None
+            if flow is not request.out:
+                np.copyto(request.out, flow)
+            try:
+                self._publish(job, request.out, backend_s=t1 - t0)
+            except Exception as exc:
+                self._report(job.camera, INTERNAL_ERROR, f"publishing failed: {type(exc).__name__}: {exc}")
+
+    def _publish(self, job: _Job, flow_buf: np.ndarray, backend_s: float) -> None:
+        camera = job.camera
+        pubs = camera.pubs
+        if not pubs:
+            return
+        t1 = time.perf_counter()
+        out_h, out_w = flow_buf.shape[:2]
         header = job.header
         s = self.settings
         want_mag = s.publish_magnitude and pubs["magnitude"].get_subscription_count() > 0
         want_color = s.publish_color and pubs["color"].get_subscription_count() > 0
-        mag_buf = self._out_mag.view(out_h, out_w) if want_mag else None
+        mag_buf = camera.out_mag.view(out_h, out_w) if want_mag else None
         if want_color:  # the magnitude comes out of the colour coding for free
-            color_buf = self._out_color.view(out_h, out_w)
+            color_buf = camera.out_color.view(out_h, out_w)
             flow_to_color(flow_buf, s.color_max_flow or None, out=color_buf, magnitude_out=mag_buf)
         elif mag_buf is not None:
             flow_magnitude(flow_buf, out=mag_buf)
         # compute first, publish after: subscribers deserialising the flow would compete for the CPU
         if pubs["flow"].get_subscription_count():
-            pubs["flow"].publish(self._out_flow.stamped(header))
+            pubs["flow"].publish(camera.out_flow.stamped(header))
         if want_mag:
-            pubs["magnitude"].publish(self._out_mag.stamped(header))
+            pubs["magnitude"].publish(camera.out_mag.stamped(header))
         if want_color:
-            pubs["color"].publish(self._out_color.stamped(header))
+            pubs["color"].publish(camera.out_color.stamped(header))
         if pubs["previous_stamp"].get_subscription_count():
             pubs["previous_stamp"].publish(
                 TimeReference(header=header, time_ref=job.prev_stamp, source="previous_frame")
             )
-        info = self._scaled_camera_info(height, width, out_h, out_w)
-        if info is not None and pubs["camera_info"].get_subscription_count():
-            info.header = header
-            pubs["camera_info"].publish(info)
+        if pubs["camera_info"].get_subscription_count():
+            decision = job.decision
+            info = self._scaled_camera_info(camera, decision, out_h, out_w)
+            if info is not None:
+                info.header = header
+                pubs["camera_info"].publish(info)
         t2 = time.perf_counter()
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-        self.stats.frame_published(
-            latency_s=(now_ns - stamp_ns) * 1e-9, backend_s=t1 - t0, overhead_s=job.callback_s + (t2 - t1)
+        camera.stats.frame_published(
+            latency_s=(now_ns - stamp_ns) * 1e-9, backend_s=backend_s, overhead_s=job.callback_s + (t2 - t1)
         )
 
-    def _scaled_camera_info(self, height: int, width: int, out_h: int, out_w: int) -> CameraInfo | None:
-        """The latest camera_info scaled to the output grid (cached until it or the size changes)."""
-        with self._info_lock:
-            src = self._camera_info
-            if src is None:
-                return None
-            cached = self._scaled_info
-            if cached is not None and cached[0] is src and cached[1] == (out_h, out_w):
-                return cached[2]
-            in_w = src.width or width
-            in_h = src.height or height
-            scaled = scale_camera_info(src, out_w / in_w, out_h / in_h)
-            scaled.width, scaled.height = out_w, out_h
-            self._scaled_info = (src, (out_h, out_w), scaled)
-            return scaled
+    def _scaled_camera_info(
+        self, camera: Camera, decision: PairDecision, out_h: int, out_w: int
+    ) -> CameraInfo | None:
+        """The camera_info matching the current frame, scaled to the output grid (cached per info and size)."""
+        period = decision.dt if decision.dt and decision.dt > 0 else camera.stats.loss.period
+        src = camera.infos.match(decision.info.stamp, period)
+        if src is None:
+            return None
+        cached = camera.scaled_info
+        if cached is not None and cached[0] is src and cached[1] == (out_h, out_w):
+            return cached[2]
+        in_w = src.width or decision.info.width
+        in_h = src.height or decision.info.height
+        scaled = scale_camera_info(src, out_w / in_w, out_h / in_h)
+        scaled.width, scaled.height = out_w, out_h
+        camera.scaled_info = (src, (out_h, out_w), scaled)
+        return scaled
 
     # --------------------------------------------------------------------------------- diagnostics
 
-    def publish_diagnostics(self) -> None:
-        """Publish the node's status on ``/diagnostics`` (the timer does this every period)."""
+    def diagnostic_statuses(self) -> list[Any]:
+        """One ``DiagnosticStatus`` per camera (named ``<node>: optical flow`` or ``… (<camera>)``)."""
         s = self.settings
-        try:
-            if self._estimator is not None:  # the network size is known once the first pair ran
-                self._backend_info = self._safe_info() or self._backend_info
-            snap = self.stats.snapshot(recent_s=max(5.0, 2.0 * s.diagnostics_period_s))
-            status = build_status(
-                snap,
-                name=f"{self.get_name()}: optical flow",
-                state=self.lifecycle_state,
-                input_topic=self.input_topic,
-                input_timeout_s=s.input_timeout_s,
-                backend=self._backend_info,
-                backend_reason=self._backend_reason,
-                failure=self.failure,
+        if self._estimator is not None:  # the network size is known once the first pair ran
+            self._backend_info = self._safe_info() or self._backend_info
+        mean_batch = self.batched_pairs / self.batches if self.batches else 0.0
+        extra = [
+            ("cameras", str(len(self.cameras))),
+            ("batches", str(self.batches)),
+            ("batch_size_mean", f"{mean_batch:.2f}"),
+            ("input_reliability", s.input_reliability),
+            ("image_transport", s.input_transport),
+        ]
+        statuses = []
+        for camera in self.cameras:
+            snap = camera.stats.snapshot(recent_s=max(5.0, 2.0 * s.diagnostics_period_s))
+            name = f"{self.get_name()}: optical flow" + (f" ({camera.name})" if camera.name else "")
+            statuses.append(
+                build_status(
+                    snap,
+                    name=name,
+                    state=self.lifecycle_state,
+                    input_topic=camera.input_topic,
+                    input_timeout_s=s.input_timeout_s,
+                    backend=self._backend_info,
+                    backend_reason=self._backend_reason,
+                    failure=self.failure,
+                    camera=camera.name,
+                    idle=camera.idle,
+                    extra=[("camera_info_topic", camera.info_topic), *extra],
+                )
             )
+        return statuses
+
+    def publish_diagnostics(self) -> None:
+        """Publish the cameras' statuses on ``/diagnostics`` (the timer does this every period)."""
+        try:
+            statuses = self.diagnostic_statuses()
             self._diag_pub.publish(
-                DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+                DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=statuses)
             )
         except Exception as exc:
             self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}")

@@ -26,11 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..backends import BackendConfig, BackendInfo, FlowEstimator
+from ..backends import BackendConfig, BackendInfo, FlowEstimator, FlowRequest
 
 __all__ = ["FixedFlowEstimator", "main", "run_benchmark"]
 
@@ -61,6 +61,7 @@ class FixedFlowEstimator(FlowEstimator):
         self._network_size = network_size
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self.calls: list[tuple[tuple[int, ...], tuple[int, int], int | None, int | None]] = []
+        self.batch_sizes: list[int] = []  #: pairs per estimate_batch call
         self.closed = False
         self._lock = threading.Lock()
 
@@ -87,25 +88,35 @@ class FixedFlowEstimator(FlowEstimator):
         output_size: tuple[int, int] | None = None,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
-        if self.closed:
-            raise RuntimeError("estimator was closed")
-        if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3:
-            raise ValueError(f"bad input pair {rgb1.shape} {rgb2.shape}")
-        height, width = rgb1.shape[:2]
-        if self.fixed_size is None:
-            self._network_size = (max(64, round(height / 64) * 64), max(64, round(width / 64) * 64))
-        out_h, out_w = output_size or (height, width)
-        call = len(self.calls)
-        self.calls.append((rgb1.shape, (out_h, out_w), key1, key2))
         if self.delay_s:
             time.sleep(self.delay_s)
+        return self._one(FlowRequest(rgb1, rgb2, key1=key1, key2=key2, output_size=output_size, out=out))
+
+    def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
+        """Records the batch size in ``batch_sizes``; ``delay_s`` once per batch, as a batching backend."""
+        self.batch_sizes.append(len(requests))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [self._one(r) for r in requests]
+
+    def _one(self, r: FlowRequest) -> np.ndarray:
+        if self.closed:
+            raise RuntimeError("estimator was closed")
+        if r.rgb1.shape != r.rgb2.shape or r.rgb1.ndim != 3 or r.rgb1.shape[2] != 3:
+            raise ValueError(f"bad input pair {r.rgb1.shape} {r.rgb2.shape}")
+        height, width = r.rgb1.shape[:2]
+        if self.fixed_size is None:
+            self._network_size = (max(64, round(height / 64) * 64), max(64, round(width / 64) * 64))
+        out_h, out_w = r.output_size or (height, width)
+        call = len(self.calls)
+        self.calls.append((r.rgb1.shape, (out_h, out_w), r.key1, r.key2))
         if self.fail is not None and self.fail(call):
             raise RuntimeError(f"injected backend failure on call {call}")
         flow = self.flow_for(out_h, out_w)
-        if out is None:
+        if r.out is None:
             return flow.copy()
-        np.copyto(out, flow)
-        return out
+        np.copyto(r.out, flow)
+        return r.out
 
     def warmup(self, height: int, width: int) -> None:
         if self.fixed_size is None:
@@ -258,9 +269,9 @@ def run_benchmark(
         parameter_overrides=overrides,
     )
     source = rclpy.create_node("node_benchmark_source", namespace=namespace, context=context)
-    from .flow_node import _input_qos
+    from .flow_node import input_qos
 
-    pub = source.create_publisher(Image, "image", _input_qos(2))
+    pub = source.create_publisher(Image, "image", input_qos(2))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(source)
@@ -271,7 +282,7 @@ def run_benchmark(
         spinner.start()
         deadline = time.monotonic() + 20.0
         while time.monotonic() < deadline and (
-            pub.get_subscription_count() == 0 or node._pubs["color"].get_subscription_count() == 0
+            pub.get_subscription_count() == 0 or node.cameras[0].pubs["color"].get_subscription_count() == 0
         ):
             time.sleep(0.05)
         rng = np.random.default_rng(1)

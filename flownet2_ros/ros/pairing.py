@@ -48,7 +48,16 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-__all__ = ["FrameInfo", "FramePairer", "LatestOnlySlot", "PairDecision", "PairReason"]
+__all__ = [
+    "FrameInfo",
+    "FrameLossEstimator",
+    "FramePairer",
+    "LatestOnlySlot",
+    "LatestPerKey",
+    "PairDecision",
+    "PairReason",
+    "StampMatcher",
+]
 
 
 class PairReason(enum.Enum):
@@ -255,40 +264,42 @@ class FramePairer:
 
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
-class LatestOnlySlot(Generic[T]):
-    """A one-item hand-off between a producer and a worker that keeps only the newest item.
+class LatestPerKey(Generic[K, T]):
+    """A hand-off between producers and one worker that keeps only the newest item per key (per camera).
 
-    ``offer`` replaces a pending item (counted in ``dropped``; ``on_drop`` is called on it, outside
-    the lock, e.g. to release its buffers).  ``take`` waits for an item.  ``close`` wakes waiting
-    workers; afterwards ``take`` returns ``None`` immediately and ``offer`` drops its item.
+    ``offer(key, item)`` replaces that key's pending item (the old one is counted in ``dropped`` and passed
+    to ``on_drop`` outside the lock, e.g. to release its buffers).  ``take_all`` waits for at least one
+    item and returns every pending item at once, oldest key first: the pairs that are ready together,
+    which the worker runs as one batch.  ``close`` wakes the worker; afterwards ``take_all`` returns an
+    empty list at once and ``offer`` drops its item.
     """
 
     def __init__(self, on_drop: Callable[[T], None] | None = None) -> None:
         """``on_drop``: called with each item that is replaced or discarded without being taken."""
         self._cond = threading.Condition(threading.Lock())
-        self._item: T | None = None
-        self._has_item = False
+        self._items: dict[K, T] = {}
         self._closed = False
         self._on_drop = on_drop
         self.offered = 0  #: items passed to offer()
         self.dropped = 0  #: items replaced or discarded before being taken
-        self.taken = 0  #: items returned by take()
+        self.taken = 0  #: items returned by take_all()
 
     @property
     def pending(self) -> bool:
         """True when an item is waiting to be taken."""
         with self._cond:
-            return self._has_item
+            return bool(self._items)
 
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
         return self._closed
 
-    def offer(self, item: T) -> bool:
-        """Make ``item`` the pending item; returns True when an older pending item was dropped."""
+    def offer(self, key: K, item: T) -> bool:
+        """Make ``item`` the pending item of ``key``; True when an older pending item was dropped."""
         dropped: list[T] = []
         replaced = False
         with self._cond:
@@ -297,42 +308,41 @@ class LatestOnlySlot(Generic[T]):
                 self.dropped += 1
                 dropped.append(item)
             else:
-                if self._has_item:
+                replaced = key in self._items
+                if replaced:
                     self.dropped += 1
-                    dropped.append(self._item)  # type: ignore[arg-type]
-                    replaced = True
-                self._item, self._has_item = item, True
+                    dropped.append(self._items.pop(key))
+                self._items[key] = item  # (re-)inserted: its place in the order is now the newest
                 self._cond.notify()
         self._drop(dropped)
         return replaced
 
-    def take(self, timeout: float | None = None) -> T | None:
-        """Remove and return the pending item, waiting up to ``timeout`` s (``None``: forever).
+    def take_all(self, timeout: float | None = None) -> list[T]:
+        """Remove and return every pending item, waiting up to ``timeout`` s for one (``None``: forever).
 
-        Returns ``None`` on timeout or once the slot is closed.
+        Returns an empty list on timeout or once the slot is closed.
         """
         with self._cond:
-            if not self._cond.wait_for(lambda: self._has_item or self._closed, timeout):
-                return None
-            if not self._has_item:
-                return None
-            item, self._item, self._has_item = self._item, None, False
-            self.taken += 1
-            return item
+            if not self._cond.wait_for(lambda: bool(self._items) or self._closed, timeout):
+                return []
+            if self._closed:
+                return []
+            items = list(self._items.values())
+            self._items.clear()
+            self.taken += len(items)
+            return items
 
-    def clear(self) -> bool:
-        """Discard the pending item (counted as dropped); True when there was one."""
-        dropped: list[T] = []
+    def clear(self) -> int:
+        """Discard every pending item (counted as dropped); returns how many there were."""
         with self._cond:
-            if self._has_item:
-                self.dropped += 1
-                dropped.append(self._item)  # type: ignore[arg-type]
-                self._item, self._has_item = None, False
+            dropped = list(self._items.values())
+            self._items.clear()
+            self.dropped += len(dropped)
         self._drop(dropped)
-        return bool(dropped)
+        return len(dropped)
 
     def close(self) -> None:
-        """Discard the pending item and wake every waiting ``take``."""
+        """Discard the pending items and wake the waiting worker."""
         self.clear()
         with self._cond:
             self._closed = True
@@ -342,3 +352,119 @@ class LatestOnlySlot(Generic[T]):
         if self._on_drop is not None:
             for item in items:
                 self._on_drop(item)
+
+
+class LatestOnlySlot(LatestPerKey[None, T]):
+    """:class:`LatestPerKey` with a single key: one pending item, replaced by a newer one."""
+
+    def offer(self, item: T) -> bool:  # type: ignore[override]
+        """Make ``item`` the pending item; returns True when an older pending item was dropped."""
+        return super().offer(None, item)
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """Remove and return the pending item, waiting up to ``timeout`` s (``None``: forever).
+
+        Returns ``None`` on timeout or once the slot is closed.
+        """
+        items = self.take_all(timeout)
+        return items[0] if items else None
+
+    def clear(self) -> bool:
+        """Discard the pending item (counted as dropped); True when there was one."""
+        return super().clear() > 0
+
+
+class StampMatcher(Generic[T]):
+    """The newest few stamped items (camera_info messages), matched to a frame by stamp.  Thread-safe.
+
+    :meth:`match` returns the item with exactly the frame's stamp, else the newest one stamped at most
+    ``period`` seconds before the frame (a camera_info published once per frame, slightly early or
+    late, or a driver that stamps its info with the previous frame's time), else ``None``.
+    """
+
+    def __init__(self, keep: int = 8, tolerance_s: float = 1e-6) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[float, T]] = []
+        self._keep = max(1, keep)
+        self._tolerance = tolerance_s
+
+    def add(self, stamp: float, item: T) -> None:
+        """Remember ``item`` stamped ``stamp`` (the oldest is forgotten beyond ``keep``)."""
+        with self._lock:
+            self._items.append((stamp, item))
+            self._items.sort(key=lambda entry: entry[0])
+            del self._items[: -self._keep]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def match(self, stamp: float, period: float | None) -> T | None:
+        """The item for a frame stamped ``stamp``; ``period``: the frame period (s), None if unknown."""
+        with self._lock:
+            best: tuple[float, T] | None = None
+            for entry in self._items:
+                if abs(entry[0] - stamp) <= self._tolerance:
+                    return entry[1]
+                if entry[0] < stamp and (best is None or entry[0] > best[0]):
+                    best = entry
+        if best is None or period is None or stamp - best[0] > period + self._tolerance:
+            return None
+        return best[1]
+
+
+class FrameLossEstimator:
+    """Estimates frames lost on the way in from the spacing of the stamps that did arrive.
+
+    The frame period is the median of the last ``window`` positive stamp steps.  A step of about ``k``
+    periods means ``k - 1`` frames were lost (published by the camera, never received: DDS lost them or
+    the subscriber's queue overflowed).  Steps longer than ``max_periods`` periods are a pause of the
+    stream, not losses; steps back in time restart the estimate.
+    """
+
+    def __init__(self, window: int = 31, max_periods: float = 20.0) -> None:
+        self._window = window
+        self._max_periods = max_periods
+        self._steps: list[float] = []
+        self._last: float | None = None
+        self.received = 0  #: frames observed
+        self.lost = 0  #: frames estimated lost so far
+
+    @property
+    def period(self) -> float | None:
+        """The estimated frame period (s), once a few steps were seen."""
+        if len(self._steps) < 3:
+            return None
+        ordered = sorted(self._steps)
+        return ordered[len(ordered) // 2]
+
+    def observe(self, stamp: float) -> int:
+        """Register a received frame's stamp; returns the frames estimated lost just before it."""
+        self.received += 1
+        last, self._last = self._last, stamp
+        if last is None or not stamp > last:
+            if last is not None:
+                self._steps.clear()  # time went backwards (bag loop, restarted driver): start again
+            return 0
+        step = stamp - last
+        period = self.period
+        missing = 0
+        if period is not None and period > 0:
+            ratio = step / period
+            if 1.5 <= ratio <= self._max_periods:
+                missing = round(ratio) - 1
+                self.lost += missing
+        if period is None or step / max(period, 1e-12) <= self._max_periods:
+            self._steps.append(step if not missing else step / (missing + 1))
+            del self._steps[: -self._window]
+        return missing
+
+    @property
+    def loss_fraction(self) -> float:
+        """lost / (received + lost): the estimated share of the camera's frames that never arrived."""
+        total = self.received + self.lost
+        return self.lost / total if total else 0.0

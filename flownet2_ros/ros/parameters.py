@@ -5,8 +5,11 @@ the YAML defaults (``config/flownet2.yaml``), the README table (:func:`markdown_
 
 When a parameter may change
 ---------------------------
-* ``startup`` (``read_only`` descriptor): fixed for the node's lifetime (``autostart``, ``transport``,
-  ``qos_depth``: the subscription's topic and its QoS-override parameters are made from them).
+* ``startup`` (``read_only`` descriptor): fixed for the node's lifetime: ``autostart``, ``cameras``,
+  ``image_transport``, ``input_reliability``, ``qos_depth`` (the subscriptions' topics and QoS-override
+  parameters are made from them), and every path that loads code or weights (``checkpoint``, ``engine``,
+  ``onnx``, ``engine_cache_dir``, ``allow_engine_rebuild``): loading a TensorRT engine runs native code, and
+  anyone on the DDS domain can call a node's parameter services.
 * ``configure``: read when the backend is created; may be changed only while the node is
   ``unconfigured`` (``ros2 lifecycle set <node> cleanup`` first), otherwise the change is rejected.
 * ``runtime``: applied to the next frame (``color_max_flow``, logging periods, ...).
@@ -27,7 +30,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -56,7 +63,7 @@ class ParamSpec:
     """One parameter: default (its type is the parameter's type), description and constraints."""
 
     name: str
-    default: bool | int | float | str
+    default: bool | int | float | str | tuple[str, ...]
     description: str
     when: str = RUNTIME
     choices: tuple[str, ...] = ()
@@ -65,7 +72,9 @@ class ParamSpec:
 
     @property
     def type_name(self) -> str:
-        return {bool: "bool", int: "int", float: "double", str: "string"}[type(self.default)]
+        return {bool: "bool", int: "int", float: "double", str: "string", tuple: "string[]"}[
+            type(self.default)
+        ]
 
     def descriptor(self) -> ParameterDescriptor:
         text = self.description
@@ -96,6 +105,7 @@ _PARAM_TYPES = {
     int: ParameterType.PARAMETER_INTEGER,
     float: ParameterType.PARAMETER_DOUBLE,
     str: ParameterType.PARAMETER_STRING,
+    tuple: ParameterType.PARAMETER_STRING_ARRAY,
 }
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -103,6 +113,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "autostart",
         True,
         "Configure and activate the node by itself at startup; false: wait for `ros2 lifecycle set`.",
+        when=STARTUP,
+    ),
+    ParamSpec(
+        "cameras",
+        (),
+        "Camera names served by this node with one model: camera `<name>` subscribes `<name>/image` and "
+        "`<name>/camera_info` and publishes `<name>/flow`, ...; empty: one camera on `image`.",
         when=STARTUP,
     ),
     ParamSpec(
@@ -116,24 +133,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "checkpoint",
         "",
         "Torch weights (official .pth.tar or a flownet2-train checkpoint); empty: the embedded default model.",
-        when=CONFIGURE,
+        when=STARTUP,
     ),
-    ParamSpec("engine", "", "TensorRT engine file (backend tensorrt or auto).", when=CONFIGURE),
+    ParamSpec("engine", "", "TensorRT engine file (backend tensorrt or auto).", when=STARTUP),
     ParamSpec(
         "onnx",
         "",
         "ONNX file the engine was built from; with allow_engine_rebuild, an engine that does not match this "
         "TensorRT/GPU is rebuilt from it.",
-        when=CONFIGURE,
+        when=STARTUP,
     ),
     ParamSpec(
         "allow_engine_rebuild",
         False,
         "Rebuild a mismatched or corrupt engine from `onnx` into engine_cache_dir (takes minutes once).",
-        when=CONFIGURE,
+        when=STARTUP,
     ),
     ParamSpec(
-        "engine_cache_dir", "", "Folder for rebuilt engines; empty: next to the engine file.", when=CONFIGURE
+        "engine_cache_dir", "", "Folder for rebuilt engines; empty: next to the engine file.", when=STARTUP
     ),
     ParamSpec(
         "cuda_graph", False, "TensorRT: capture the engine's execution in a CUDA graph.", when=CONFIGURE
@@ -155,16 +172,34 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "network_width",
         0,
-        "Network input width in px, a multiple of 64; 0: nearest multiple of 64 of each frame's width.",
+        "Network input width in px, a multiple of 64; 0: nearest multiple of 64 of each frame's width "
+        "(capped by max_network_pixels).",
         when=CONFIGURE,
         int_range=(0, _MAX_NETWORK_SIDE, 64),
     ),
     ParamSpec(
         "network_height",
         0,
-        "Network input height in px, a multiple of 64; 0: nearest multiple of 64 of each frame's height.",
+        "Network input height in px, a multiple of 64; 0: nearest multiple of 64 of each frame's height "
+        "(capped by max_network_pixels).",
         when=CONFIGURE,
         int_range=(0, _MAX_NETWORK_SIDE, 64),
+    ),
+    ParamSpec(
+        "max_network_pixels",
+        1024 * 576,
+        "Cap on the automatic network size (width x height): larger frames are downscaled for the network "
+        "and their flow scaled back.",
+        when=CONFIGURE,
+        int_range=(64 * 64, _MAX_NETWORK_SIDE * _MAX_NETWORK_SIDE, 1),
+    ),
+    ParamSpec(
+        "torch_threads",
+        0,
+        "CPU threads for inference; 0: the machine's cores minus one (at least 1), leaving a core to the "
+        "DDS receive threads.",
+        when=CONFIGURE,
+        int_range=(0, 1024, 1),
     ),
     ParamSpec(
         "output_resolution",
@@ -173,23 +208,40 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         choices=("input", "network"),
     ),
     ParamSpec(
-        "transport",
+        "image_transport",
         "raw",
-        "Input: raw subscribes `image` (sensor_msgs/Image), compressed `image/compressed` (jpeg/png).",
+        "Input transport, as in image_pipeline: raw subscribes `image` (sensor_msgs/Image), compressed "
+        "`image/compressed` (jpeg/png).",
         when=STARTUP,
         choices=("raw", "compressed"),
     ),
     ParamSpec(
+        "transport",
+        "",
+        "Deprecated alias of image_transport (removed in the next release); empty: unused.",
+        when=STARTUP,
+        choices=("", "raw", "compressed"),
+    ),
+    ParamSpec(
+        "input_reliability",
+        "best_effort",
+        "QoS reliability of the image subscriptions: best_effort matches every publisher; reliable loses no "
+        "DDS fragments of large images when the camera publishes reliable (most drivers do).",
+        when=STARTUP,
+        choices=("best_effort", "reliable"),
+    ),
+    ParamSpec(
         "qos_depth",
         2,
-        "Depth of the (best-effort) input subscription queue and of the (reliable) output publishers.",
+        "Depth of the input subscription queues and of the (reliable) output publishers.",
         when=STARTUP,
         int_range=(1, 100, 1),
     ),
     ParamSpec(
         "max_pair_gap_s",
-        0.5,
-        "Largest stamp gap between paired frames (s); a larger gap resets the pair. 0: no limit.",
+        0.0,
+        "Largest stamp gap between paired frames (s); a larger gap resets the pair. 0: no limit (streams "
+        "of any rate pair; time jumps backwards and size changes still reset).",
         float_range=(0.0, 3600.0),
     ),
     ParamSpec(
@@ -201,7 +253,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "max_image_pixels",
         4096 * 4096,
-        "Largest accepted input image (width x height); larger frames are rejected and counted.",
+        "Largest accepted input image (width x height); larger frames (compressed ones by their header, "
+        "before decoding) are rejected and counted.",
         int_range=(1, 1 << 28, 1),
     ),
     ParamSpec(
@@ -219,7 +272,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "input_timeout_s",
         3.0,
-        "Diagnostics warn when an active node has received no image for this long (s).",
+        "Diagnostics warn when an active camera has received no image for this long (s).",
         float_range=(0.1, 3600.0),
     ),
     ParamSpec("publish_color", True, "Publish flow/color (also skipped while it has no subscriber)."),
@@ -234,6 +287,7 @@ class FlowNodeSettings:
     """The parameters' current values, typed (one attribute per :data:`PARAMETERS` entry)."""
 
     autostart: bool = True
+    cameras: tuple[str, ...] = ()
     backend: str = "auto"
     checkpoint: str = ""
     engine: str = ""
@@ -246,10 +300,14 @@ class FlowNodeSettings:
     precision: str = "fp32"
     network_width: int = 0
     network_height: int = 0
+    max_network_pixels: int = 1024 * 576
+    torch_threads: int = 0
     output_resolution: str = "input"
-    transport: str = "raw"
+    image_transport: str = "raw"
+    transport: str = ""
+    input_reliability: str = "best_effort"
     qos_depth: int = 2
-    max_pair_gap_s: float = 0.5
+    max_pair_gap_s: float = 0.0
     color_max_flow: float = 20.0
     max_image_pixels: int = 4096 * 4096
     diagnostics_period_s: float = 1.0
@@ -265,6 +323,17 @@ class FlowNodeSettings:
             return self.network_height, self.network_width
         return None
 
+    @property
+    def input_transport(self) -> str:
+        """The transport in effect: ``image_transport``, or the deprecated ``transport`` when only it is set."""
+        if self.transport and self.image_transport == SPECS["image_transport"].default:
+            return self.transport
+        return self.image_transport
+
+    def inference_threads(self, cores: int | None) -> int:
+        """``torch_threads``, or for 0 the cores minus one (at least 1)."""
+        return self.torch_threads or max(1, (cores or 1) - 1)
+
     def update(self, values: Mapping[str, Any]) -> None:
         """Set the attributes named in ``values`` (unknown names are ignored)."""
         for name, value in values.items():
@@ -276,6 +345,11 @@ class FlowNodeSettings:
 def _coerce(spec: ParamSpec, value: Any) -> Any:
     if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(spec.default, tuple):
+        if value is None:  # a string array declared without a value (an empty list in YAML)
+            return ()
+        if isinstance(value, list | tuple):
+            return tuple(value)
     return value
 
 
@@ -297,18 +371,39 @@ def check_value(name: str, raw: Any) -> str | None:
         return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if name == "device" and not _DEVICE.match(str(value)):
         return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    checked: Any = value  # (the exact-type test above narrows `value` in mypy's eyes)
+    if name == "cameras":
+        return check_camera_names(checked)
     if spec.int_range is not None:
         low, high, step = spec.int_range
-        integer = int(value)
+        integer = int(checked)
         if not low <= integer <= high:
             return f"{name} must be in [{low}, {high}], got {value}"
         if step > 1 and (integer - low) % step:
             return f"{name} must be a multiple of {step} (0 = automatic), got {value}"
     if spec.float_range is not None:
         low_f, high_f = spec.float_range
-        number = float(value)
+        number = float(checked)
         if not (math.isfinite(number) and low_f <= number <= high_f):
             return f"{name} must be in [{low_f:g}, {high_f:g}], got {value}"
+    return None
+
+
+_CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+
+
+def check_camera_names(names: tuple[str, ...]) -> str | None:
+    """Why ``names`` is not a valid ``cameras`` list (None when it is): relative ROS names, no duplicates."""
+    if not all(isinstance(n, str) for n in names):
+        return "cameras must be a list of strings"
+    for name in names:
+        if not _CAMERA_NAME.match(name):
+            return (
+                f"camera name {name!r} is not a relative ROS name (letters, digits and _, parts separated "
+                "by /, each starting with a letter)"
+            )
+    if len(set(names)) != len(names):
+        return f"camera names must be unique, got {list(names)}"
     return None
 
 
@@ -318,6 +413,8 @@ def check_change(name: str, value: Any, state: str) -> str | None:
     if reason is not None:
         return reason
     spec = SPECS.get(name)
+    if spec is not None and spec.when == STARTUP:
+        return f"{name} is read-only: set it at startup (launch argument, params file or --ros-args -p)"
     if spec is not None and spec.when == CONFIGURE and state != "unconfigured":
         return (
             f"{name} is read when the backend is created: change it while the node is unconfigured "
@@ -350,23 +447,37 @@ def declare_parameters(node: Node) -> dict[str, str]:
             elif candidate is not override.value:  # int given for a double: declare the float
                 value, ignore_override = candidate, True
         try:
-            node.declare_parameter(spec.name, value, descriptor, ignore_override=ignore_override)
+            node.declare_parameter(spec.name, _declarable(value), descriptor, ignore_override=ignore_override)
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
             problems[spec.name] = f"invalid value from parameter overrides: {exc}"
-            node.declare_parameter(spec.name, spec.default, descriptor, ignore_override=True)
+            node.declare_parameter(spec.name, _declarable(spec.default), descriptor, ignore_override=True)
     return problems
+
+
+def _declarable(value: Any) -> Any:
+    """What ``declare_parameter`` takes: a list for arrays, and the type alone for an empty string array
+    (rclpy cannot tell an empty list's type; it is then declared unset and read back as ``()``)."""
+    if isinstance(value, tuple):
+        return list(value) if value else Parameter.Type.STRING_ARRAY
+    return value
 
 
 def read_settings(node: Node) -> FlowNodeSettings:
     """The node's current parameter values as :class:`FlowNodeSettings`."""
     settings = FlowNodeSettings()
-    settings.update({spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS})
+    values: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        try:
+            values[spec.name] = node.get_parameter(spec.name).value
+        except ParameterUninitializedException:  # an empty string array (declared by type alone)
+            values[spec.name] = spec.default
+    settings.update(values)
     return settings
 
 
 def defaults() -> dict[str, Any]:
-    """``{name: default}`` for every parameter (what ``config/flownet2.yaml`` holds)."""
-    return {spec.name: spec.default for spec in PARAMETERS}
+    """``{name: default}`` for every parameter (what ``config/flownet2.yaml`` holds; arrays as lists)."""
+    return {spec.name: list(d) if isinstance(d := spec.default, tuple) else d for spec in PARAMETERS}
 
 
 def markdown_table(specs: Iterable[ParamSpec] = PARAMETERS) -> str:
@@ -376,7 +487,9 @@ def markdown_table(specs: Iterable[ParamSpec] = PARAMETERS) -> str:
     for spec in specs:
         default = spec.default
         shown = (
-            f'`"{default}"`'
+            "`[]`"
+            if isinstance(default, tuple)
+            else f'`"{default}"`'
             if isinstance(default, str)
             else f"`{str(default).lower()}`"
             if isinstance(default, bool)

@@ -1,0 +1,1 @@
+"""Benchmarks: one place beside cli/; nothing below imports it."""
