@@ -18,7 +18,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        # Node parameters, the RViz view, and the DDS profiles for large images (config/*.xml).
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
     ],
     install_requires=[
         "numpy>=1.23,<3",
@@ -32,6 +33,10 @@ setup(
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxruntime-extensions>=0.10"],
         # Training logs and evaluation plots.
         "train": ["matplotlib>=3.6", "tensorboard>=2.14", "scikit-image>=0.21"],
+        # The correlation kernel compiled with NVRTC and launched through CUDA's Python bindings (GPU machines).
+        "cuda": ["cuda-bindings>=12,<13", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"],
+        # What the tests need (the "test" extra is also how `colcon test` knows to run pytest).
+        "test": ["pytest>=8", "hypothesis>=6.80"],
         "dev": [
             "onnx>=1.15",
             "onnxruntime>=1.17",

@@ -279,3 +279,10 @@ def test_launch_file_arguments() -> None:
         "demo",
     }
     assert expected <= names
+
+
+def test_readme_parameter_table_is_the_generated_one() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert markdown_table() in readme, (
+        "README's parameter table differs from markdown_table(): paste it again"
+    )

@@ -358,3 +358,66 @@ def test_pairer_with_worker_thread() -> None:
     assert not errors and processed[0] > 0
     assert slot.taken + slot.dropped == slot.offered == 599
     assert p.allocations <= 8
+
+
+# ------------------------------------------------------------------------------------------------------
+# FrameLossEstimator, StampMatcher, LatestPerKey
+
+
+def test_loss_estimator_counts_missing_frames_even_under_heavy_loss() -> None:
+    from flownet2_ros.ros.pairing import FrameLossEstimator
+
+    rng = np.random.default_rng(3)
+    for keep in (0.9, 0.5, 0.3):
+        kept = [i for i in range(400) if i < 5 or rng.random() < keep]
+        est = FrameLossEstimator()
+        for i in kept:
+            est.observe(100.0 + i / 30.0 + rng.normal(0, 0.001))  # 30 Hz with 1 ms stamp jitter
+        missing = kept[-1] + 1 - len(kept)
+        assert est.period == pytest.approx(1 / 30, rel=0.1)
+        assert abs(est.lost - missing) <= 0.05 * missing + 2, (keep, est.lost, missing)
+        assert est.loss_fraction == pytest.approx(missing / (kept[-1] + 1), abs=0.03)
+
+
+def test_loss_estimator_ignores_pauses_and_restarts() -> None:
+    from flownet2_ros.ros.pairing import FrameLossEstimator
+
+    est = FrameLossEstimator()
+    for i in range(10):
+        est.observe(10.0 + 0.1 * i)
+    assert est.observe(60.0) == 0  # a 50 s pause: the stream stopped, nothing was lost
+    assert est.observe(5.0) == 0 and est.period is None  # time went backwards: the estimate restarts
+    assert est.lost == 0 and est.received == 12
+
+
+def test_stamp_matcher_exact_then_within_a_period() -> None:
+    from flownet2_ros.ros.pairing import StampMatcher
+
+    matcher: StampMatcher[str] = StampMatcher(keep=3)
+    for stamp, item in ((1.0, "a"), (1.1, "b"), (1.2, "c"), (1.3, "d")):
+        matcher.add(stamp, item)
+    assert len(matcher) == 3  # "a" forgotten
+    assert matcher.match(1.2, 0.1) == "c"  # exact
+    assert matcher.match(1.25, 0.1) == "c"  # newest older one within a period
+    assert matcher.match(1.45, 0.1) is None  # 0.15 s old: more than a period
+    assert matcher.match(1.45, None) is None  # no period known: only exact matches
+    assert matcher.match(1.0, 0.5) is None  # nothing older is kept
+    matcher.clear()
+    assert matcher.match(1.3, 1.0) is None
+
+
+def test_latest_per_key_keeps_one_item_per_key_and_hands_them_over_together() -> None:
+    from flownet2_ros.ros.pairing import LatestPerKey
+
+    dropped: list[str] = []
+    slot: LatestPerKey[str, str] = LatestPerKey(on_drop=dropped.append)
+    assert slot.offer("front", "f1") is False
+    assert slot.offer("rear", "r1") is False
+    assert slot.offer("front", "f2") is True and dropped == ["f1"]
+    assert slot.take_all(timeout=0) == ["r1", "f2"]  # oldest key first
+    assert slot.take_all(timeout=0.01) == []
+    slot.offer("rear", "r2")
+    slot.close()
+    assert dropped == ["f1", "r2"] and slot.take_all() == []
+    assert slot.offer("front", "f3") is False and dropped[-1] == "f3"
+    assert (slot.offered, slot.taken, slot.dropped) == (5, 2, 3)

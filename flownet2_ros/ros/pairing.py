@@ -420,7 +420,9 @@ class StampMatcher(Generic[T]):
 class FrameLossEstimator:
     """Estimates frames lost on the way in from the spacing of the stamps that did arrive.
 
-    The frame period is the median of the last ``window`` positive stamp steps.  A step of about ``k``
+    The frame period is a low quantile (the 10th percentile) of the last ``window`` positive stamp steps,
+    normalised by the frames each step is estimated to span: under heavy loss most steps span several
+    periods, so a median would mistake two periods for one.  A step of about ``k``
     periods means ``k - 1`` frames were lost (published by the camera, never received: DDS lost them or
     the subscriber's queue overflowed).  Steps longer than ``max_periods`` periods are a pause of the
     stream, not losses; steps back in time restart the estimate.
@@ -440,7 +442,7 @@ class FrameLossEstimator:
         if len(self._steps) < 3:
             return None
         ordered = sorted(self._steps)
-        return ordered[len(ordered) // 2]
+        return ordered[len(ordered) // 10]
 
     def observe(self, stamp: float) -> int:
         """Register a received frame's stamp; returns the frames estimated lost just before it."""
