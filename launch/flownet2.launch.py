@@ -60,6 +60,7 @@ ARGUMENTS = (
         "Torch weights file; empty: as in params_file (there: empty = the embedded default model).",
     ),
     ("engine", "", "TensorRT engine file; empty: as in params_file."),
+    ("color_max_flow", "", "Flow (px) drawn fully saturated on flow/color; empty: as in params_file."),
     ("namespace", "", "Namespace of the node(s)."),
     ("autostart", "true", "Configure and activate at startup; false: wait for `ros2 lifecycle set`."),
     ("rviz", "false", "Also start rviz2 with config/flownet2.rviz (flow/color, flow/magnitude)."),
@@ -94,6 +95,8 @@ def _nodes(context: LaunchContext) -> list[Node]:
     for name in ("image_transport", "transport", "input_reliability", "backend", "checkpoint", "engine"):
         if arg[name]:
             overrides[name] = arg[name]
+    if arg["color_max_flow"]:
+        overrides["color_max_flow"] = float(arg["color_max_flow"])
     cameras = camera_names(arg["cameras"])
     if cameras:
         overrides["cameras"] = cameras

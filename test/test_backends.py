@@ -147,3 +147,64 @@ def test_packaged_checkpoint_is_half_size_and_loads(tmp_path):
     image1, image2 = torch.rand(1, 3, 64, 128) * 255, torch.rand(1, 3, 64, 128) * 255
     with torch.no_grad():
         torch.testing.assert_close(loaded(image1, image2), model(image1, image2), atol=2e-2, rtol=1e-2)
+
+
+def test_batches_equal_pairs_one_by_one(one_torch_thread):
+    from flownet2_ros.backends import FlowRequest
+
+    torch.manual_seed(0)
+    estimator = TorchFlowEstimator(build("FlowNet2S", thin=True), device="cpu")
+    rng = np.random.default_rng(0)
+    small = [rng.integers(0, 255, (60, 100, 3), dtype=np.uint8) for _ in range(3)]
+    large = [rng.integers(0, 255, (130, 190, 3), dtype=np.uint8) for _ in range(3)]
+    pairs = [(small[0], small[1]), (large[0], large[1]), (small[1], small[2]), (large[1], large[2])]
+    singles = [estimator.estimate(a, b).copy() for a, b in pairs]
+    requests = [FlowRequest(a, b, key1=10 + i, key2=20 + i) for i, (a, b) in enumerate(pairs)]
+    batch = estimator.estimate_batch(requests)
+    assert [f.shape for f in batch] == [(60, 100, 2), (130, 190, 2)] * 2
+    for one, many in zip(singles, batch, strict=True):
+        np.testing.assert_allclose(many, one, atol=1e-5)
+    # the second frames were kept by key: the next pairs of these "cameras" reuse them
+    again = estimator.estimate_batch([FlowRequest(np.zeros_like(small[2]), small[0], key1=22, key2=30)])
+    np.testing.assert_allclose(again[0], estimator.estimate(small[2], small[0]), atol=1e-5)
+
+
+def test_pairs_of_one_size_run_as_one_forward():
+    from flownet2_ros.backends import FlowRequest
+
+    net = _Recorder()
+    estimator = TorchFlowEstimator(net, device="cpu")
+    out = [np.empty((48, 80, 2), np.float32) for _ in range(3)]
+    flows = estimator.estimate_batch(
+        [FlowRequest(_frame(i), _frame(i + 1), out=o) for i, o in enumerate(out)]
+    )
+    assert len(net.calls) == 1 and net.calls[0][0].shape == (3, 3, 64, 64)
+    assert all(f is o for f, o in zip(flows, out, strict=True))
+
+
+def test_network_size_cap_downscales_large_frames():
+    from flownet2_ros.models.inference import DEFAULT_MAX_NETWORK_PIXELS, network_size_for
+
+    assert network_size_for(480, 640, max_pixels=DEFAULT_MAX_NETWORK_PIXELS) == (512, 640)  # under the cap
+    assert network_size_for(1080, 1920, max_pixels=DEFAULT_MAX_NETWORK_PIXELS) == (576, 1024)
+    h, w = network_size_for(4096, 4096, max_pixels=DEFAULT_MAX_NETWORK_PIXELS)
+    assert h == w and h * w <= DEFAULT_MAX_NETWORK_PIXELS and h % 64 == 0
+    assert network_size_for(64, 100_000, max_pixels=DEFAULT_MAX_NETWORK_PIXELS) == (64, 9216)
+    net = _Recorder()
+    estimator = TorchFlowEstimator(net, device="cpu", max_network_pixels=64 * 128)
+    flow = estimator.estimate(_frame(10, 480, 640), _frame(30, 480, 640))
+    assert net.calls[-1][0].shape[-2:] == (64, 64) and estimator.info.network_size == (64, 64)
+    assert flow.shape == (480, 640, 2)
+    np.testing.assert_allclose(flow[..., 0], 20.0 * 640 / 64, rtol=1e-6)  # vectors scaled back
+    np.testing.assert_allclose(flow[..., 1], 480 / 64, rtol=1e-6)
+
+
+def test_threads_are_set_for_inference():
+    before = torch.get_num_threads()
+    try:
+        TorchFlowEstimator(_Recorder(), device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(BackendError, match="threads"):
+            TorchFlowEstimator(_Recorder(), device="cpu", threads=-2)
+    finally:
+        torch.set_num_threads(before)

@@ -277,6 +277,11 @@ def test_launch_file_arguments() -> None:
         "autostart",
         "rviz",
         "demo",
+        "cameras",
+        "image_transport",
+        "input_reliability",
+        "use_sim_time",
+        "log_level",
     }
     assert expected <= names
 
@@ -286,3 +291,13 @@ def test_readme_parameter_table_is_the_generated_one() -> None:
     assert markdown_table() in readme, (
         "README's parameter table differs from markdown_table(): paste it again"
     )
+
+
+def test_inference_threads_leave_a_core_to_dds(harness_factory: Callable[..., NodeHarness]) -> None:
+    import os
+
+    h = harness_factory(start=False)
+    assert h.node.backend_config().threads == max(1, (os.cpu_count() or 1) - 1)
+    assert h.node.backend_config().max_network_pixels == 1024 * 576
+    h2 = harness_factory(start=False, params={"torch_threads": 3, "max_network_pixels": 320 * 256})
+    assert (h2.node.backend_config().threads, h2.node.backend_config().max_network_pixels) == (3, 320 * 256)
