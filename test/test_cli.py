@@ -182,7 +182,10 @@ def test_benchmark_small_run(tmp_path, capsys):
 
     results = json.loads(out.read_text())
     assert [row["stack"] for row in results["stacks"]] == ["FlowNet2S", "FlowNet2S-thin"]
-    assert all(row["ms"] > 0 for row in results["stacks"])
+    assert all(
+        row["forward_ms"] > 0 and row["estimate_ms"] > row["forward_ms"] / 10 for row in results["stacks"]
+    )
+    assert all(row["batch"] == 1 and row["mode"] == "eager" for row in results["stacks"])
     onnx_rows = results["onnx_runtime"]
     assert [r["stack"] for r in onnx_rows] == ["FlowNet2S", "FlowNet2S-thin"]
     assert all(r["ort_plugin_ms"] > 0 and r["ort_decomposed_ms"] > 0 for r in onnx_rows)
@@ -224,3 +227,47 @@ def test_compare_rejects_bad_network_sizes(capsys):
     with pytest.raises(SystemExit):
         compare.main(["--network-sizes", "100x100"])
     assert "multiples of 64" in capsys.readouterr().err
+
+
+def test_infer_batch_gives_the_same_flow(tmp_path, thin_checkpoint, capsys):
+    _write_frames(tmp_path / "frames", count=6)
+    outs = {}
+    for batch in (1, 4):
+        out = tmp_path / f"out{batch}"
+        argv = [str(tmp_path / "frames"), "-c", str(thin_checkpoint), "-o", str(out), "--batch", str(batch)]
+        assert infer.main([*argv, "--no-png", "--device", "cpu", "--precision", "auto"]) == 0
+        outs[batch] = {p.name: read_flo(p) for p in sorted(out.glob("*.flo"))}
+    assert "(batch of 4)" in capsys.readouterr().out
+    assert list(outs[1]) == list(outs[4]) == [f"f{i:02d}.flo" for i in range(5)]
+    for name, flow in outs[1].items():
+        np.testing.assert_allclose(outs[4][name], flow, atol=1e-5)
+    _fails(
+        [str(tmp_path / "frames"), "-c", thin_checkpoint, "-o", tmp_path / "x", "--batch", "0"],
+        capsys,
+        "--batch",
+    )
+
+
+def test_benchmark_batches_report_per_pair(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench.json"
+    argv = ["--stacks", "FlowNet2S", "--thin", "--size", "128x64", "--repeats", "1", "--batch", "1", "4"]
+    assert benchmark_cli.main([*argv, "--no-correlation", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["stacks"]
+    assert [(r["stack"], r["batch"]) for r in rows] == [
+        ("FlowNet2S", 1),
+        ("FlowNet2S", 4),
+        ("FlowNet2S-thin", 1),
+        ("FlowNet2S-thin", 4),
+    ]
+    for r in rows:
+        assert r["forward_ms_per_pair"] == pytest.approx(r["forward_ms"] / r["batch"])
+        assert r["precision"] == "fp32" and r["memory_format"] == "channels_last"
+    assert "pairs/s against batch 1 (forward): batch 4:" in text
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as info:
+            benchmark_cli.main(["--stacks", "FlowNet2S", "--modes", "graph", "--no-correlation"])
+        assert info.value.code == 2
+        assert "need a CUDA device" in capsys.readouterr().err

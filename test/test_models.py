@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -227,3 +228,48 @@ def test_pad_mode_crops_without_scaling_and_fixed_network_size():
     assert fixed.model.seen == [(256, 320)]
     with pytest.raises(ValueError, match="multiples of 64"):
         FlowInference(net, network_size=(100, 128))
+
+
+def test_the_core_resolves_device_and_precision_once():
+    from flownet2_ros.models.inference import InferenceError, resolve_device, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == torch.float32
+    assert resolve_precision("fp32", cpu) == torch.float32
+    with pytest.raises(InferenceError, match="fp16 needs a CUDA"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(InferenceError, match="precision must be one of"):
+        resolve_precision("int8", cpu)
+    with pytest.raises(InferenceError, match="unknown device"):
+        resolve_device("gpu7")
+    assert resolve_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(InferenceError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    else:
+        assert resolve_precision("auto", torch.device("cuda")) == torch.float16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a CPU-only machine does")
+def test_cuda_only_options_are_ignored_with_a_note_on_a_cpu():
+    net = _ConstantFlow(1.0, 2.0)
+    core = FlowInference(net, device="cpu", cuda_graph=True, compile=True)
+    assert not core.cuda_graph and core.notes and len(core.notes) == 2
+    assert any("cuda_graph is ignored" in n for n in core.notes) and any(
+        "compile is ignored" in n for n in core.notes
+    )
+    assert any("CUDA graphs need a CUDA device" in n for n in core.notes)
+    flow = core.estimate(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8))
+    assert flow.shape == (64, 64, 2) and np.allclose(flow[..., 0], 1.0)  # still runs, eagerly
+
+
+def test_channels_last_core_equals_the_plain_path(one_torch_thread):
+    torch.manual_seed(3)
+    model = build("FlowNet2C", thin=True)
+    rng = np.random.default_rng(1)
+    rgb1 = rng.integers(0, 255, (96, 150, 3), dtype=np.uint8)
+    rgb2 = rng.integers(0, 255, (96, 150, 3), dtype=np.uint8)
+    fast = FlowInference(model, device="cpu", channels_last=True).estimate(rgb1, rgb2)
+    plain = FlowInference(model, device="cpu", channels_last=False).estimate(rgb1, rgb2)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)

@@ -66,3 +66,26 @@ def test_outputs_and_intermediates_match_reference(name, keys, reference_dir):
             net_out.numpy(), vectors[f"{sub}_flow2"], rtol=0, atol=ATOL, err_msg=f"{sub} flow"
         )
     assert set(captured) == {k[: -len("_in")] for k in vectors.files if k.endswith("_in")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STACK_NAMES)
+def test_the_inference_core_keeps_parity(name, keys, reference_dir):
+    """Through ``FlowInference`` (channels-last, the CPU's fp32, a batch of two pairs): the same numbers."""
+    from flownet2_ros.models import FlowInference
+
+    vectors = np.load(reference_dir / f"vectors_{name}.npz")
+    model = build(name)
+    model.load_state_dict(reference_state_dict(keys[name]), strict=True)
+    core = FlowInference(model, device="cpu", precision="auto")
+    assert core.dtype == torch.float32 and core.memory_format == torch.channels_last
+    pair = torch.from_numpy(vectors["input"])
+    first, second = pair[:, :, 0], pair[:, :, 1]
+    flow = core(torch.cat([first, first.flip(-1)]), torch.cat([second, second.flip(-1)]))
+    np.testing.assert_allclose(flow[: len(first)].numpy(), vectors["flow"], rtol=0, atol=ATOL)
+    # the second pair of the batch is a different pair: its flow is the plain path's for it (atol 1e-5)
+    plain = FlowInference(build(name), device="cpu", channels_last=False)
+    plain.model.load_state_dict(reference_state_dict(keys[name]), strict=True)
+    np.testing.assert_allclose(
+        flow[len(first) :].numpy(), plain(first.flip(-1), second.flip(-1)).numpy(), rtol=0, atol=1e-5
+    )

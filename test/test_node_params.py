@@ -78,7 +78,7 @@ def test_descriptors_and_defaults(harness_factory: Callable[..., NodeHarness]) -
     [
         ("network_width", 100, "step"),  # rclpy's range check (multiples of 64)
         ("network_height", -64, "range"),
-        ("precision", "fp8", "precision must be one of fp32, fp16"),
+        ("precision", "fp8", "precision must be one of auto, fp32, fp16"),
         ("backend", "onnx", "backend must be one of"),
         ("device", "gpu0", "device must be"),
         ("color_max_flow", -1.0, "range"),
@@ -132,7 +132,7 @@ def test_runtime_and_configure_time_parameters(harness_factory: Callable[..., No
 def test_bad_overrides_do_not_kill_the_node(harness_factory: Callable[..., NodeHarness]) -> None:
     h = harness_factory(start=False, params={"precision": "fp8", "network_width": 100, "color_max_flow": 12})
     assert h.node.settings.color_max_flow == 12.0  # an integer for a double is taken as meant
-    assert h.node.get_parameter("precision").value == "fp32"  # the default replaced the bad value
+    assert h.node.get_parameter("precision").value == "auto"  # the default replaced the bad value
     assert not transition(h, Transition.TRANSITION_CONFIGURE)
     assert state(h) == "unconfigured"
     assert h.node.failure is not None and "precision" in h.node.failure and "network_width" in h.node.failure

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flownet2_ros.bench.correlation import benchmark_correlation
 from flownet2_ros.ops import (
     ChannelNorm,
     Correlation,
     Warp,
-    benchmark_correlation,
     channel_norm,
     correlation,
     correlation_naive,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from .base import BackendError, FlowEstimator
 
 BACKEND_NAMES = ("auto", "torch", "tensorrt")
+#: auto: fp16 on CUDA, fp32 on the CPU; fp32 is true fp32 (no TF32); fp16 needs CUDA.
+PRECISIONS = ("auto", "fp32", "fp16")
 log = logging.getLogger(__name__)
 
 
@@ -17,48 +19,51 @@ class BackendConfig:
 
     ``checkpoint``: weights for the torch backend (official .pth.tar or a flownet2-train checkpoint);
     ``engine``: a TensorRT engine file; ``model``: stack name the weights must hold (optional check);
-    ``device``: auto | cpu | cuda | cuda:N; ``precision``: fp32 | fp16 (fp16 on CUDA only);
+    ``device``: auto | cpu | cuda | cuda:N; ``precision``: auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16;
     ``network_size``: (height, width), multiples of 64, or None for the nearest multiples of the input, capped
     at ``max_network_pixels``; ``threads``: CPU threads for inference (0: the library's default).
     TensorRT only: ``onnx`` + ``allow_rebuild`` rebuild an engine that does not match this machine
-    (TensorRT version, GPU) into ``engine_cache_dir``; ``cuda_graph`` captures execution in a CUDA graph.
+    (TensorRT version, GPU) into ``engine_cache_dir``. Both: ``cuda_graph`` captures execution in CUDA graphs.
     """
 
     checkpoint: str = ""
     engine: str = ""
     model: str = ""
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     network_size: tuple[int, int] | None = None
     onnx: str = ""
     engine_cache_dir: str = ""
     allow_rebuild: bool = False
     cuda_graph: bool = False
+    compile: bool = False  # torch: torch.compile the network (CUDA only; the first frame takes minutes)
     max_network_pixels: int | None = None  # cap on the automatic network size (None: the library default)
     threads: int = 0  # CPU threads for inference (torch.set_num_threads); 0: leave torch's default
 
 
 def create_torch(config: BackendConfig) -> FlowEstimator:
     from ..models import CheckpointError, load_checkpoint, resolve_checkpoint
+    from ..models.inference import DEFAULT_MAX_NETWORK_PIXELS
     from .torch_backend import TorchFlowEstimator
 
-    if config.precision not in ("fp32", "fp16"):
-        raise BackendError(f"precision must be fp32 or fp16, got {config.precision!r}")
+    if config.precision not in PRECISIONS:
+        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     try:
         path = resolve_checkpoint(config.checkpoint)  # empty: the embedded default model
         model = load_checkpoint(path, name=config.model or None)
     except CheckpointError as exc:
         raise BackendError(str(exc)) from None
     label = f"{type(model).__name__} from {path.name if config.checkpoint else 'the embedded default model'}"
-    extra = {} if config.max_network_pixels is None else {"max_network_pixels": config.max_network_pixels}
     return TorchFlowEstimator(
         model,
         config.device,
-        fp16=config.precision == "fp16",
         network_size=config.network_size,
         label=label,
         threads=config.threads,
-        **extra,
+        precision=config.precision,
+        cuda_graph=config.cuda_graph,
+        compile=config.compile,
+        max_network_pixels=config.max_network_pixels or DEFAULT_MAX_NETWORK_PIXELS,
     )
 
 

@@ -16,9 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Measure the forward time of FlowNet 2.0 stacks (batch 1, eval, random weights: speed does "
-        "not depend on their values) and of the correlation op against a naive per-displacement loop. Prints "
-        "medians in milliseconds and the machine they were measured on.",
+        description="Measure FlowNet 2.0 stacks through the inference core (eval, random weights: speed does "
+        "not depend on their values): the network alone (forward) and uint8 frames in, flow out (estimate), "
+        "per call and per pair, for each batch size and execution mode; on CUDA also kernels per forward, "
+        "their GPU time and peak memory. Also the correlation op against a naive per-displacement loop. "
+        "Prints medians in milliseconds and the machine they were measured on.",
     )
     parser.add_argument(
         "--stacks",
@@ -37,7 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--thin", action="store_true", help="also time the paper's thin (width 3/8) variant of each stack"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--fp16", action="store_true", help="time the stacks in float16 (CUDA only)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16"),
+        default="auto",
+        help="auto: fp16 on CUDA, fp32 on a CPU (default); fp32: true fp32 (TF32 off); fp16: CUDA only",
+    )
+    parser.add_argument("--fp16", action="store_true", help="the same as --precision fp16")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="batch sizes (pairs per call) to time, e.g. --batch 1 4; reported per call and per pair (default 1)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("eager", "graph", "compile"),
+        default=None,
+        help="execution modes: eager, graph (CUDA graphs), compile (torch.compile, minutes per size); "
+        "default: eager on a CPU, eager and graph on CUDA",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -72,12 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
+    from ..bench.correlation import benchmark_correlation
+    from ..bench.stacks import benchmark_stack
     from ..models import STACK_NAMES
-    from ..models.benchmark import benchmark_stack
-    from ..ops.benchmark import benchmark_correlation
     from .common import CliError, describe_machine, resolve_device
 
     height, width = args.size
@@ -85,26 +108,51 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"--size must be multiples of 64, got {width}x{height}")
     if args.repeats < 1:
         raise CliError("--repeats must be >= 1")
+    if min(args.batch) < 1:
+        raise CliError("--batch sizes must be >= 1")
     unknown = [s for s in args.stacks if s not in STACK_NAMES]
     if unknown:
         raise CliError(f"unknown stack(s) {', '.join(unknown)}; expected {', '.join(STACK_NAMES)}")
-    device = resolve_device(args.device)
-    if args.fp16 and not device.startswith("cuda"):
-        raise CliError("--fp16 needs a CUDA device")
-    dtype = torch.float16 if args.fp16 else torch.float32
+    device = str(resolve_device(args.device))
+    precision = "fp16" if args.fp16 else args.precision
+    cuda = device.startswith("cuda")
+    modes = args.modes or (["eager", "graph"] if cuda else ["eager"])
+    if not cuda and set(modes) - {"eager"}:
+        raise CliError(f"--modes {' '.join(m for m in modes if m != 'eager')} need a CUDA device")
     machine = describe_machine(device)
     print(f"machine: {machine}")
     results: dict[str, object] = {"machine": machine, "stacks": [], "correlation": None}
 
-    jobs = [(name, thin) for name in args.stacks for thin in ((False, True) if args.thin else (False,))]
+    thins = (False, True) if args.thin else (False,)
+    jobs = [(n, t, b, m) for n in args.stacks for t in thins for m in modes for b in args.batch]
     rows = results["stacks"]
     assert isinstance(rows, list)
-    for name, thin in tqdm(jobs, desc="stacks", unit="stack", file=sys.stderr, disable=len(jobs) < 2):
-        row = benchmark_stack(name, height, width, device, dtype, args.repeats, thin)
+    for name, thin, batch, mode in tqdm(
+        jobs, desc="stacks", unit="run", file=sys.stderr, disable=len(jobs) < 2
+    ):
+        row = benchmark_stack(name, height, width, device, precision, args.repeats, thin, batch, mode)
         rows.append(row)
-        tqdm.write(
-            f"{row['stack']:<16} {row['size']} {row['dtype']:<8} {row['ms']:9.1f} ms   {row['params_M']:7.1f} M params"
+        gpu = (
+            f"   {row['kernels_per_forward']:.0f} kernels, GPU {row['gpu_ms_per_forward']:.2f} ms, "
+            f"peak {row['peak_memory_MB']:.0f} MB"
+            if "kernels_per_forward" in row
+            else ""
         )
+        tqdm.write(
+            f"{row['stack']:<16} {row['size']} {row['precision']} {row['mode']:<7} batch {batch}: forward "
+            f"{row['forward_ms']:8.2f} ms ({row['forward_ms_per_pair']:7.2f}/pair), estimate "
+            f"{row['estimate_ms']:8.2f} ms ({row['estimate_ms_per_pair']:7.2f}/pair)   "
+            f"{row['params_M']:6.1f} M params{gpu}"
+        )
+    by_stack: dict[tuple[str, str], dict[int, float]] = {}
+    for row in rows:
+        by_stack.setdefault((row["stack"], row["mode"]), {})[row["batch"]] = row["forward_ms_per_pair"]
+    for (stack, mode), per_pair in by_stack.items():
+        if 1 in per_pair and len(per_pair) > 1:
+            gains = ", ".join(
+                f"batch {b}: {per_pair[1] / ms:.2f}x" for b, ms in sorted(per_pair.items()) if b > 1
+            )
+            print(f"{stack} {mode}: pairs/s against batch 1 (forward): {gains}")
 
     if not args.no_correlation:
         corr = benchmark_correlation(repeats=args.repeats, device=device)
@@ -117,22 +165,26 @@ def _run(args: argparse.Namespace) -> int:
             from ..ops.cuda_correlation import benchmark_cuda_correlation
 
             kernels = [
-                benchmark_cuda_correlation(shape, dtype, device=device)
+                benchmark_cuda_correlation(shape, kernel_dtype, device=device)
                 for shape in ((1, 256, 48, 64), (1, 256, 56, 128))
-                for dtype in ("float32", "float16")
+                for kernel_dtype in ("float32", "float16")
             ]
             results["cuda_kernel"] = kernels
             for row_k in kernels:
                 print("correlation CUDA kernel: " + _fmt(row_k))
     if args.onnx:
-        from ..export.benchmark import benchmark_onnx_runtime
+        from ..bench.deployment import benchmark_onnx_runtime
 
-        rows_onnx = [benchmark_onnx_runtime(name, height, width, args.repeats, thin) for name, thin in jobs]
+        rows_onnx = [
+            benchmark_onnx_runtime(name, height, width, args.repeats, thin)
+            for name in args.stacks
+            for thin in thins
+        ]
         results["onnx_runtime"] = rows_onnx
         for row_o in rows_onnx:
             print("ONNX Runtime (CPU): " + _fmt(row_o))
     if args.engine:
-        from ..export.benchmark import benchmark_engine
+        from ..bench.deployment import benchmark_engine
 
         engines = [benchmark_engine(path, max(args.repeats, 20), device) for path in args.engine]
         results["tensorrt"] = engines

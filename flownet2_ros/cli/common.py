@@ -34,14 +34,15 @@ def run_main(prog: str, body: Callable[[], int | None], known_errors: tuple[type
 
 
 def resolve_device(requested: str) -> str:
-    """``auto`` → ``cuda`` when a CUDA device is usable, else ``cpu``; ``cuda`` without one is an error."""
-    import torch
+    """The inference core's device rule (``auto``: CUDA when usable), as a string; a CliError otherwise."""
+    from ..models.inference import InferenceError
+    from ..models.inference import resolve_device as core_device
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError("--device cuda requested but no CUDA device is available")
-    return requested
+    try:
+        device = core_device(requested)
+    except InferenceError as exc:
+        raise CliError(f"--device: {exc}") from None
+    return str(device)
 
 
 def describe_machine(device: str) -> str:

@@ -130,12 +130,9 @@ def _run(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    device = config.run.device
-    import torch
+    from ..models.inference import resolve_device
 
-    resolved = (
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    resolved = str(resolve_device(config.run.device))
     lines = [
         f"trained to step {result.step}/{result.iterations} in {result.seconds:.1f} s "
         f"({result.steps_per_second:.2f} steps/s on {describe_machine(resolved)})",

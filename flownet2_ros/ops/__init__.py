@@ -4,10 +4,8 @@
   :func:`correlation_naive` as the straightforward reference and :func:`correlation_output_size`.
 - :func:`warp` / :class:`Warp`: Resample2d, bilinear backward warping with border clamping.
 - :func:`channel_norm` / :class:`ChannelNorm`: per-pixel L2 norm over channels.
-- :func:`benchmark_correlation`: timing of the fast correlation against the reference.
 """
 
-from .benchmark import benchmark_correlation
 from .channel_norm import ChannelNorm, channel_norm
 from .correlation import Correlation, correlation, correlation_naive, correlation_output_size
 from .warp import Warp, warp
@@ -16,7 +14,6 @@ __all__ = [
     "ChannelNorm",
     "Correlation",
     "Warp",
-    "benchmark_correlation",
     "channel_norm",
     "correlation",
     "correlation_naive",

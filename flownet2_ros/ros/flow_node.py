@@ -341,6 +341,7 @@ class FlowNode(LifecycleNode):
             engine_cache_dir=s.engine_cache_dir,
             allow_rebuild=s.allow_engine_rebuild,
             cuda_graph=s.cuda_graph,
+            compile=s.compile,
             max_network_pixels=s.max_network_pixels,
             threads=s.inference_threads(os.cpu_count()),
         )
@@ -366,6 +367,8 @@ class FlowNode(LifecycleNode):
             )
         self._estimator = estimator
         self._backend_reason = why
+        for note in getattr(estimator, "notes", ()):  # options the backend ignores on this machine
+            log.warning(f"backend: {note}")
         self._backend_info = self._safe_info()
         self._network_sizes.clear()
         info = self._backend_info

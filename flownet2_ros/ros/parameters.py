@@ -153,7 +153,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "engine_cache_dir", "", "Folder for rebuilt engines; empty: next to the engine file.", when=STARTUP
     ),
     ParamSpec(
-        "cuda_graph", False, "TensorRT: capture the engine's execution in a CUDA graph.", when=CONFIGURE
+        "cuda_graph",
+        False,
+        "Capture inference in CUDA graphs (one per batch and network size), torch and TensorRT; ignored "
+        "with a logged note on a CPU.",
+        when=CONFIGURE,
+    ),
+    ParamSpec(
+        "compile",
+        False,
+        "torch backend on CUDA: torch.compile the network (faster, but the first frame of each size takes "
+        "minutes); ignored with a logged note on a CPU.",
+        when=CONFIGURE,
     ),
     ParamSpec(
         "model",
@@ -164,10 +175,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "auto (CUDA when available), cpu, cuda or cuda:N.", when=CONFIGURE),
     ParamSpec(
         "precision",
-        "fp32",
-        "Inference precision (fp16 needs CUDA).",
+        "auto",
+        "Inference precision: auto is fp16 on CUDA and fp32 on a CPU; fp32 is true fp32 (no TF32); fp16 "
+        "needs CUDA.",
         when=CONFIGURE,
-        choices=("fp32", "fp16"),
+        choices=("auto", "fp32", "fp16"),
     ),
     ParamSpec(
         "network_width",
@@ -295,9 +307,10 @@ class FlowNodeSettings:
     allow_engine_rebuild: bool = False
     engine_cache_dir: str = ""
     cuda_graph: bool = False
+    compile: bool = False
     model: str = ""
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     network_width: int = 0
     network_height: int = 0
     max_network_pixels: int = 1024 * 576

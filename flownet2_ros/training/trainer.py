@@ -307,15 +307,13 @@ class Trainer:
 
     @staticmethod
     def _resolve_device(requested: str, local_rank: int | None) -> torch.device:
-        if requested == "auto":
-            requested = "cuda" if torch.cuda.is_available() else "cpu"
+        from ..models.inference import InferenceError, resolve_device
+
         try:
-            device = torch.device(requested)
-        except RuntimeError:
-            raise ConfigError(f"run.device {requested!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+            device = resolve_device(requested)
+        except InferenceError as exc:
+            raise ConfigError(f"run.device: {exc}") from None
         if device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError(f"run.device {requested!r} requested but CUDA is not available")
             if local_rank is not None and device.index is None:
                 device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..timing import median_ms
+from .timing import median_ms
 
 
 def benchmark_onnx_runtime(
@@ -18,9 +18,9 @@ def benchmark_onnx_runtime(
     decomposed into standard ops, next to torch on the CPU; random weights (speed does not depend on them)."""
     import torch
 
+    from ..export.onnx_export import export_onnx
+    from ..export.ort_correlation import make_ort_session, run_onnx
     from ..models import build
-    from .onnx_export import export_onnx
-    from .ort_correlation import make_ort_session, run_onnx
 
     model = build(name, thin=thin)
     rng = np.random.default_rng(0)

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ..timing import median_ms
-from .correlation import correlation, correlation_naive
+from ..ops.correlation import correlation, correlation_naive
+from .timing import median_ms
 
 __all__ = ["FLOWNETC_CORRELATION", "benchmark_correlation"]
 
