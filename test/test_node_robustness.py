@@ -1,22 +1,39 @@
 """Bad input never kills the flow node: a hypothesis-driven stream of malformed and odd messages.
 
-One running node (real rclpy, real DDS) receives, per example, a random mix of good frames and broken
-ones (wrong step, short data, zero size, unknown or unconvertible encoding, huge images, size changes,
-time jumps, backend exceptions).  After each example the node must still be alive, must have counted
-every problem under its kind, and must publish flow for the next good frame pair.
+One running node (real rclpy, real DDS) receives, per example, a random mix of good frames (rgb8 and the
+other supported encodings) and broken ones (wrong step, short data, zero size, huge images, unknown or
+unconvertible encodings with drawn names, YUV 4:2:2 of odd width, NV12 of odd height, short rgb16, NV21
+with too small a step), size changes, time jumps and backend exceptions.  After each example the node
+must still be alive, must have counted every problem under its kind, and must publish flow for the next
+good frame pair.  Then four cameras in one node, raw and compressed (JPEG frames; PNG bombs, truncated
+PNG, garbage...): the two cameras fed bad messages count each one under their own name, the two fed good
+frames publish flow for every pair.  The message catalogue is the one of
+``python -m flownet2_ros.bench.node_robustness``, which sends 10,000 of them to a node in another process.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sensor_msgs.msg import Image
 from test_flow_node import NodeHarness, image_msg
 
+from flownet2_ros.bench.node_robustness import (
+    COMPRESSED_CASES,
+    RAW_CASES,
+    UNSUPPORTED_NAMES,
+    VALID_ENCODINGS,
+    jpeg_frame,
+    malformed_compressed,
+    malformed_image,
+    raw_frame,
+)
+from flownet2_ros.ros.image_convert import IMAGE_ENCODINGS, KIND_UNSUPPORTED_ENCODING
 from flownet2_ros.ros.node_benchmark import FixedFlowEstimator
 
 pytestmark = pytest.mark.ros
@@ -48,55 +65,40 @@ def harness() -> Iterator[NodeHarness]:
     h.close()
 
 
-def broken(kind: str, stamp: float) -> Image:
-    """A message that must be rejected with error kind ``kind``."""
-    if kind == "too_large":  # claims 300x300 > MAX_PIXELS, with next to no data
-        msg = Image(height=300, width=300, encoding="rgb8", step=900)
-        msg.data.frombytes(bytes(10))
-    elif kind == "huge_claim":  # absurd size, no data: too_large before anything is allocated
-        msg = Image(height=1 << 30, width=1 << 30, encoding="mono8", step=1 << 30)
-    else:
-        msg = image_msg(stamp)
-        if kind == "bad_step":
-            msg.step = msg.width * 3 - 1
-        elif kind == "short_data":
-            msg = Image(height=msg.height, width=msg.width, encoding="rgb8", step=msg.step)
-            msg.data.frombytes(bytes(msg.step * msg.height - 7))
-        elif kind == "zero_size":
-            msg = Image(height=0, width=64, encoding="rgb8", step=192)
-        elif kind == "unsupported_encoding":
-            msg.encoding = "yuv422_weird"
-        elif kind == "unconvertible":  # a valid float image, but no RGB form
-            msg = Image(height=4, width=4, encoding="32FC1", step=16)
-            msg.data.frombytes(bytes(64))
-    msg.header.frame_id = "cam"
-    msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), round((stamp % 1) * 1e9)
-    return msg
+def broken(case: str, stamp: float, height: int = 48, width: int = 64, encoding: str | None = None) -> Any:
+    """A message that must be rejected with error kind ``RAW_CASES[case]``."""
+    return malformed_image(
+        case, stamp, height=height, width=width, max_pixels=MAX_PIXELS, encoding=encoding, frame_id="cam"
+    )
 
 
-EXPECTED_KIND = {
-    "too_large": "too_large",
-    "huge_claim": "too_large",
-    "bad_step": "bad_step",
-    "short_data": "short_data",
-    "zero_size": "zero_size",
-    "unsupported_encoding": "unsupported_encoding",
-    "unconvertible": "unsupported_encoding",
-}
+#: encoding names the node must refuse: a fixed list (empty, wrong case, 200 characters...) and drawn ones
+unsupported_names = st.one_of(
+    st.sampled_from(UNSUPPORTED_NAMES),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", max_size=80).filter(
+        lambda name: name not in IMAGE_ENCODINGS
+    ),
+)
 
 events = st.lists(
     st.one_of(
-        st.sampled_from(sorted(EXPECTED_KIND)).map(lambda k: ("broken", k)),
+        st.tuples(
+            st.sampled_from(sorted(RAW_CASES)),
+            st.integers(2, 40),  # height and width where the case takes them (made odd where needed)
+            st.integers(2, 40),
+            unsupported_names,
+        ).map(lambda t: ("broken", t)),
         st.sampled_from([(48, 64), (40, 80), (96, 128)]).map(lambda s: ("good", s)),
+        st.sampled_from(VALID_ENCODINGS).map(lambda e: ("good_encoded", e)),
         st.sampled_from(["backwards", "jump"]).map(lambda k: ("time", k)),
         st.just(("backend_fails", None)),
     ),
     min_size=1,
-    max_size=10,
+    max_size=12,
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=events)
 def test_node_survives_any_stream(harness: NodeHarness, stream: list[tuple[str, object]]) -> None:
     h = harness
@@ -107,13 +109,17 @@ def test_node_survives_any_stream(harness: NodeHarness, stream: list[tuple[str, 
     size = (48, 64)
     for what, arg in stream:
         if what == "broken":
-            assert isinstance(arg, str)
-            h.send(broken(arg, clock.next()))
-            expected[EXPECTED_KIND[arg]] += 1
+            assert isinstance(arg, tuple)
+            case, height, width, name = arg
+            h.send(broken(case, clock.next(), height, width, encoding=name))
+            expected[RAW_CASES[case]] += 1
         elif what == "good":
             assert isinstance(arg, tuple)
             size = arg
             h.send(image_msg(clock.next(), *size))
+        elif what == "good_encoded":  # valid, of another encoding: a format change, no error
+            assert isinstance(arg, str)
+            h.send(raw_frame(clock.next(), 48, 64, arg, seed=len(expected)))
         elif what == "time":
             clock.next(-5.0 if arg == "backwards" else 30.0)
         elif what == "backend_fails":
@@ -123,7 +129,10 @@ def test_node_survives_any_stream(harness: NodeHarness, stream: list[tuple[str, 
                 before = node.stats.errors["backend_error"]
                 h.send(image_msg(clock.next(), *size))
                 h.send(image_msg(clock.next(), *size))
-                h.wait_for(lambda b=before: node.stats.errors["backend_error"] > b, what="backend error")
+                h.wait_for(
+                    functools.partial(lambda b: node.stats.errors["backend_error"] > b, before),
+                    what="backend error",
+                )
                 expected["backend_error"] += node.stats.errors["backend_error"] - before
                 assert node.stats.published == flows
             finally:
@@ -159,3 +168,104 @@ def test_errors_are_in_the_diagnostics(harness: NodeHarness) -> None:
     assert int(values["errors.bad_step"]) >= 1
     assert status.level in (b"\x01", b"\x02")  # recent bad input: at least WARN
     assert "bad_step" in status.message
+
+
+CAMERAS = ("c0", "c1", "c2", "c3")
+GOOD, BAD = ("c0", "c1"), ("c2", "c3")
+
+
+@pytest.mark.parametrize("transport", ["raw", "compressed"])
+def test_bad_cameras_do_not_disturb_good_ones(
+    harness_factory: Callable[..., NodeHarness], transport: str
+) -> None:
+    """c0/c1 get only good frames, c2/c3 every malformed case twice with a good frame every third message.
+
+    Bad messages are refused before pairing: a bad camera's good frames still pair across them, and the
+    good cameras publish flow for every pair (each pair is waited for, so none is replaced while pending).
+    """
+    compressed = transport == "compressed"
+    params: dict[str, Any] = {
+        "cameras": list(CAMERAS),
+        "max_image_pixels": MAX_PIXELS,
+        "max_pair_gap_s": 1.0,
+        "error_log_period_s": 1.0,
+    }
+    if compressed:
+        params["image_transport"] = "compressed"
+    h = harness_factory(params=params, outputs=("flow", "flow/previous_stamp"), start=not compressed)
+    if compressed:
+        assert h.node.start(), h.node.failure
+        h.wait_connected(transport="compressed")
+    node = h.node
+    cases = sorted(COMPRESSED_CASES if compressed else RAW_CASES)
+    kinds = COMPRESSED_CASES if compressed else RAW_CASES
+    streams = {"c2": cases * 2, "c3": list(reversed(cases)) * 2}
+    names = iter(UNSUPPORTED_NAMES * 4)
+    clocks = dict.fromkeys(CAMERAS, 50.0)
+    good_frames: Counter[str] = Counter()
+    expected_errors: dict[str, Counter[str]] = {c: Counter() for c in CAMERAS}
+    refused_names: Counter[str] = Counter()
+
+    def good(camera: str) -> None:
+        clocks[camera] += 0.05
+        seed = good_frames[camera] % 3
+        msg = jpeg_frame(clocks[camera], seed=seed) if compressed else image_msg(clocks[camera], seed=seed)
+        h.send(msg, camera=camera)
+        good_frames[camera] += 1
+        pairs = good_frames[camera] - 1
+        stats = node.camera(camera).stats
+        h.wait_for(lambda: stats.published >= pairs, what=f"{camera}: flow of pair {pairs}")
+
+    def bad(camera: str, case: str) -> None:
+        clocks[camera] += 0.01
+        if compressed:
+            msg = malformed_compressed(case, clocks[camera], seed=len(refused_names))
+        else:
+            name = next(names) if case == "unsupported_encoding" else None
+            if name is not None:
+                refused_names[name[:64] or "?"] += 1
+            msg = broken(case, clocks[camera], encoding=name)
+        h.send(msg, camera=camera)
+        expected_errors[camera][kinds[case]] += 1
+
+    for i in range(len(cases) * 2):
+        good("c0")
+        if i % 3 == 0:
+            good("c2")
+        bad("c2", streams["c2"][i])
+        good("c1")
+        if i % 3 == 1:
+            good("c3")
+        bad("c3", streams["c3"][i])
+    h.settle()
+
+    def flows_are(topic: str, n: int) -> bool:
+        return h.count(topic) == n
+
+    for camera in CAMERAS:
+        stats = node.camera(camera).stats
+        pairs = good_frames[camera] - 1
+        assert Counter(stats.errors) == expected_errors[camera], camera
+        assert stats.received == good_frames[camera] + sum(expected_errors[camera].values())
+        assert stats.published == pairs and stats.dropped == 0, camera
+        assert stats.resets == {} and stats.idle_frames == 0, camera
+        h.wait_for(functools.partial(flows_are, f"{camera}/flow", pairs), what=f"{camera}/flow messages")
+    for camera in GOOD:
+        assert node.camera(camera).stats.errors == {}
+    assert all(expected_errors[c][k] == 2 * n for c in BAD for k, n in Counter(kinds.values()).items())
+    if not compressed:
+        assert node.camera("c2").stats.unsupported_encodings + node.camera(
+            "c3"
+        ).stats.unsupported_encodings == (
+            refused_names + Counter({"32FC1": 4})  # the unconvertible case: a float image
+        )
+    # the per-camera diagnostics say the same
+    for status in node.diagnostic_statuses():
+        camera = status.name.rsplit("(", 1)[1].rstrip(")")
+        values = {kv.key: kv.value for kv in status.values}
+        for kind in set(kinds.values()):
+            assert int(values[f"errors.{kind}"]) == expected_errors[camera][kind], (camera, kind)
+        if camera in GOOD:
+            assert f"errors.{KIND_UNSUPPORTED_ENCODING}" in values and status.level == b"\x00", status.message
+    assert node.lifecycle_state == "active" and h.thread.is_alive()
+    assert node._worker is not None and node._worker.is_alive()

@@ -83,7 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="resize",
         help="fit frames to multiples of 64 by resizing (default) or edge padding (torch backend)",
     )
-    parser.add_argument("--fp16", action="store_true", help="run the network in float16 (CUDA only)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16"),
+        default="auto",
+        help="torch backend: auto is float16 on CUDA and float32 on a CPU (default); fp32 is true float32 "
+        "(TF32 off); fp16 needs CUDA and --mode resize",
+    )
+    parser.add_argument("--fp16", action="store_true", help="the same as --precision fp16")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no table")
     return parser
 
@@ -139,9 +146,14 @@ def _estimator(args: argparse.Namespace) -> object:
         if args.checkpoint is None:
             raise CliError("--backend torch needs --checkpoint")
         device = resolve_device(args.device)
-        if args.fp16:
+        precision = "fp16" if args.fp16 else args.precision
+        if precision == "auto":
+            precision = "fp16" if device.startswith("cuda") else "fp32"
+        if precision == "fp16":
             if not device.startswith("cuda"):
                 raise CliError("--fp16 needs a CUDA device")
+            if args.mode != "resize":
+                raise CliError("fp16 runs through the torch backend, which resizes: use --mode resize")
             from ..backends import BackendConfig, create_estimator
 
             config = BackendConfig(
@@ -150,7 +162,9 @@ def _estimator(args: argparse.Namespace) -> object:
             return create_estimator("torch", config)[0]
         from ..models import load_checkpoint
 
-        return load_checkpoint(args.checkpoint, name=args.model).to(device)
+        return load_checkpoint(args.checkpoint, name=args.model).to(
+            device
+        )  # fp32: the core runs it without TF32
     if args.engine is None:
         raise CliError("--backend tensorrt needs --engine")
     from ..backends import BackendConfig, create_estimator

@@ -124,14 +124,17 @@ class FlowStats:
         self._w_backend: list[float] = []
         self._w_overhead: list[float] = []
 
-    def frame_received(self, now: float | None = None, stamp: float | None = None) -> None:
-        """A frame arrived; ``stamp`` (its header stamp, s) feeds the lost-frame estimate."""
+    def frame_received(self, now: float | None = None) -> None:
+        """A message arrived (well-formed or not)."""
         with self._lock:
             self.received += 1
             self._w_received += 1
             self._last_input = time.monotonic() if now is None else now
-            if stamp is not None:
-                self.loss.observe(stamp)
+
+    def frame_stamp(self, stamp: float) -> None:
+        """The stamp (s) of a well-formed frame: feeds the lost-frame estimate."""
+        with self._lock:
+            self.loss.observe(stamp)
 
     def frame_idle(self) -> None:
         """A frame was received but not processed: no output has a subscriber."""

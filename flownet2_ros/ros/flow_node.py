@@ -575,11 +575,7 @@ class FlowNode(LifecycleNode):
 
     def _admit(self, camera: Camera, header: Header) -> bool:
         """Count a received frame; False when it is not to be processed (no output has a subscriber)."""
-        try:
-            stamp: float | None = header_stamp_seconds(header)
-        except Exception:
-            stamp = None
-        camera.stats.frame_received(stamp=stamp)
+        camera.stats.frame_received()
         if camera.has_subscribers():
             if camera.idle:
                 camera.idle = False
@@ -592,6 +588,7 @@ class FlowNode(LifecycleNode):
                 f"{camera.label}: no output has a subscriber; idle (the network does not run)"
             )
         camera.stats.frame_idle()
+        camera.stats.frame_stamp(header_stamp_seconds(header))  # a well-formed frame that arrived
         return False
 
     def _on_image(self, camera: Camera, msg: Image) -> None:
@@ -614,7 +611,7 @@ class FlowNode(LifecycleNode):
         except Exception as exc:
             self._bad_input(camera, exc)
             return
-        self._push(camera, msg.header, rgb, f"compressed:{msg.format}", start)
+        self._push(camera, msg.header, rgb, f"compressed:{str(msg.format)[:64]}", start)
 
     def _push(self, camera: Camera, header: Header, rgb: np.ndarray, encoding: str, start: float) -> None:
         pairer, slot = camera.pairer, self._slot
@@ -628,6 +625,7 @@ class FlowNode(LifecycleNode):
                 encoding=encoding,
                 frame_id=str(header.frame_id),
             )
+            camera.stats.frame_stamp(info.stamp)  # the lost-frame estimate sees well-formed frames only
             decision = pairer.push(info, rgb)
         except Exception as exc:
             self._report(

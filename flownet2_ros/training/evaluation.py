@@ -63,7 +63,16 @@ def _flow_function(
     if isinstance(estimator, nn.Module):
         from ..models import FlowInference
 
-        runner = FlowInference(estimator, device=device, mode=mode)  # type: ignore[arg-type]
+        # The model's own device and dtype, and no memory-format change: the trainer validates the very
+        # module it trains, which the core would otherwise convert in place.
+        param = next(estimator.parameters())
+        runner = FlowInference(
+            estimator,
+            device=device or param.device,
+            mode=mode,  # type: ignore[arg-type]
+            dtype=param.dtype,
+            channels_last=False,
+        )
 
         def run_model(
             _a: np.ndarray, _b: np.ndarray, image1: torch.Tensor, image2: torch.Tensor
