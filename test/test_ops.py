@@ -308,3 +308,25 @@ def test_benchmark_correlation_small() -> None:
     assert result["output_shape"] == [1, 441, 12, 16]
     assert result["max_abs_diff"] < 1e-5
     assert result["speedup"] == pytest.approx(result["naive_ms"] / result["fast_ms"])
+
+
+def test_correlation_custom_op_fake_shapes_and_cpu_reference() -> None:
+    from flownet2_ros.ops.correlation_op import custom_op_available
+
+    if not custom_op_available():
+        pytest.skip("torch < 2.4 has no torch.library.custom_op; the model uses the torch op")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    a = torch.randn(2, 16, 12, 20)
+    b = torch.randn(2, 16, 12, 20)
+    # the op's CPU implementation is the torch reference
+    got = torch.ops.flownet2.correlation(a, b, 4, 1, 4, 1, 2, 1.0)
+    torch.testing.assert_close(got, correlation(a, b, 4, 1, 4, 1, 2), rtol=0, atol=0)
+    # the fake implementation gives the real op's shape and dtype for every FlowNetC-like setting
+    for params in ((4, 1, 4, 1, 2, 1.0), (20, 1, 20, 1, 2, 1.0), (0, 1, 2, 1, 1, 1.0), (3, 3, 2, 2, 1, 0.5)):
+        real = torch.ops.flownet2.correlation(a, b, *params)
+        with FakeTensorMode() as mode:
+            fake = torch.ops.flownet2.correlation(mode.from_tensor(a), mode.from_tensor(b), *params)
+        assert fake.shape == real.shape and fake.dtype == real.dtype, params
+    # schema, fake and CPU implementation agree (PyTorch's own checker)
+    torch.library.opcheck(torch.ops.flownet2.correlation.default, (a, b, 4, 1, 4, 1, 2, 1.0))

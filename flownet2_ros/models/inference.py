@@ -235,12 +235,12 @@ class FlowInference:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._forward: Callable[[Tensor, Tensor], Tensor] = self.model
         if compile:
             if self.device.type == "cuda":
                 log.warning("torch.compile: the first frame of each size takes minutes while it compiles")
-                self._forward = torch.compile(self.model)  # type: ignore[assignment]
+                self._forward = torch.compile(self.model)
             else:
                 self._note("compile is ignored on the CPU (it is meant for the CUDA path)")
         self.cuda_graph = cuda_graph and self.device.type == "cuda"

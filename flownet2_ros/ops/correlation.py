@@ -361,7 +361,11 @@ class Correlation(nn.Module):
         return (2 * (self.max_displacement // self.stride2) + 1) ** 2
 
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
-        return correlation(
+        """On CUDA without gradients: the CUDA kernel as a traceable custom op (``ops.correlation_op``);
+        otherwise the differentiable torch op."""
+        from .correlation_op import correlation_for_inference
+
+        return correlation_for_inference(
             input1,
             input2,
             self.pad_size,

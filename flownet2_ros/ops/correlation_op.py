@@ -1,0 +1,125 @@
+"""FlowNetC's correlation as a PyTorch custom op, ``torch.ops.flownet2.correlation``.
+
+Registered with ``torch.library`` (PyTorch 2.4 and newer), so that CUDA graphs and ``torch.compile`` can
+trace a network that calls our CUDA kernel: the op has a CUDA implementation (the NVRTC-compiled kernel of
+:mod:`.cuda_correlation`, on torch's current stream), a CPU implementation (the pure-torch op of
+:mod:`.correlation`, which stays the reference) and a fake (meta) implementation that only computes the
+output's shape.  The op is forward-only; training keeps the differentiable torch op.
+
+:func:`correlation_for_inference` is what :class:`~.correlation.Correlation` calls: the op on CUDA when
+gradients are off and the kernel loads on this GPU, else the torch op.  A kernel that cannot load (no
+NVRTC, a driver or bindings mismatch) is reported once in the log and the torch op is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .correlation import correlation
+
+__all__ = ["OP_NAME", "correlation_for_inference", "custom_op_available"]
+
+log = logging.getLogger(__name__)
+
+OP_NAME = "flownet2::correlation"
+_kernel_ok: dict[int, bool] = {}
+
+
+def _register() -> Any | None:
+    custom_op = getattr(torch.library, "custom_op", None)
+    if custom_op is None:  # PyTorch < 2.4: no custom ops for Python kernels; the torch op is used
+        return None
+
+    @custom_op(OP_NAME, mutates_args=())
+    def correlation_op(
+        input1: Tensor,
+        input2: Tensor,
+        pad_size: int,
+        kernel_size: int,
+        max_displacement: int,
+        stride1: int,
+        stride2: int,
+        corr_multiply: float,
+    ) -> Tensor:
+        if input1.is_cuda:
+            from .cuda_correlation import correlation_cuda
+
+            return correlation_cuda(
+                input1, input2, pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply
+            )
+        return correlation(
+            input1, input2, pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply
+        ).clone()  # a custom op may not return a view of anything
+
+    @correlation_op.register_fake
+    def _(
+        input1: Tensor,
+        input2: Tensor,
+        pad_size: int,
+        kernel_size: int,
+        max_displacement: int,
+        stride1: int,
+        stride2: int,
+        corr_multiply: float,
+    ) -> Tensor:
+        batch, _, height, width = input1.shape
+        # The arithmetic of correlation_output_size, on sizes that may be symbolic (dynamic shapes).
+        border = max_displacement + (kernel_size - 1) // 2
+        out_h = -(-(height + 2 * pad_size - 2 * border) // stride1)
+        out_w = -(-(width + 2 * pad_size - 2 * border) // stride1)
+        channels = (2 * (max_displacement // stride2) + 1) ** 2
+        return input1.new_empty((batch, channels, out_h, out_w))
+
+    return correlation_op
+
+
+_OP = _register()
+
+
+def custom_op_available() -> bool:
+    """True when ``torch.ops.flownet2.correlation`` is registered (PyTorch 2.4 and newer)."""
+    return _OP is not None
+
+
+def _kernel_usable(device: torch.device) -> bool:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _kernel_ok:
+        try:
+            from .cuda_correlation import prepare_kernel
+
+            prepare_kernel(index)
+            _kernel_ok[index] = True
+        except Exception as exc:  # report once, then the torch op
+            log.warning(f"the CUDA correlation kernel cannot run on cuda:{index} ({exc}); using the torch op")
+            _kernel_ok[index] = False
+    return _kernel_ok[index]
+
+
+def correlation_for_inference(
+    input1: Tensor,
+    input2: Tensor,
+    pad_size: int,
+    kernel_size: int,
+    max_displacement: int,
+    stride1: int,
+    stride2: int,
+    corr_multiply: float,
+) -> Tensor:
+    """The custom op on CUDA without gradients (when the kernel loads), else the differentiable torch op."""
+    if (
+        _OP is not None
+        and input1.is_cuda
+        and not torch.is_grad_enabled()
+        and input1.dtype in (torch.float32, torch.float16)
+        and _kernel_usable(input1.device)
+    ):
+        return torch.ops.flownet2.correlation(
+            input1, input2, pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply
+        )
+    return correlation(
+        input1, input2, pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply
+    )
