@@ -9,6 +9,7 @@
 #   4. compute-sanitizer memcheck and racecheck on small launches of every entry point (if available)
 # Results go to $OUT (or out/gpu_check): logs, pytest junit XML and benchmark.json.
 # Usage: bash scripts/gpu_check.sh        Exit status: that of the pytest step (1) or the benchmark (3).
+# TensorRT engines (export, build, load, compare with torch) need TensorRT too: scripts/trt_first_run.sh.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

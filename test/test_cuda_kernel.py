@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,138 @@ def test_find_cuda_include_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     (tmp_path / "include" / "cuda_runtime.h").write_text("")
     monkeypatch.setenv("CUDA_HOME", str(tmp_path))
     assert cc.find_cuda_include_dir() == tmp_path / "include"
+
+
+# ------------------------------------------------------------------------------- fail early (CPU)
+
+
+def _cuda_python_or_skip() -> None:
+    pytest.importorskip("cuda.bindings.driver", reason="hardware/toolchain: cuda-bindings not installed")
+
+
+@pytest.fixture
+def toolchain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA 12.6 driver and cuda-bindings 12.9 as far as prepare_kernel can tell (no driver here)."""
+    _cuda_python_or_skip()
+    monkeypatch.delenv("FLOWNET2_CUDA_LAUNCHER", raising=False)
+    monkeypatch.setattr(cc, "_driver_cuda_version", lambda: (12, 6))
+    monkeypatch.setattr(cc, "_bindings_version", lambda: "12.9.0")
+
+
+def _one_line_error(match: str) -> str:
+    with pytest.raises(cc.CudaCorrelationError, match=match) as info:
+        cc.prepare_kernel(0)
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400
+    return text
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_prepare_kernel_refuses_cuda_bindings_newer_than_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cc, "_bindings_version", lambda: "13.0.1")
+    text = _one_line_error(r"cuda-bindings 13\.0\.1 needs a driver for CUDA 13.*supports CUDA 12\.6")
+    assert "pip install 'cuda-bindings>=12,<13'" in text
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_prepare_kernel_without_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cc, "_driver_cuda_version", lambda: None)
+    _one_line_error("no NVIDIA driver could be loaded")
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_prepare_kernel_without_nvrtc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cc, "nvrtc_available", lambda: "NVRTC library not loadable: libnvrtc.so.12 not found")
+    text = _one_line_error("NVRTC is not usable")
+    assert "pip install nvidia-cuda-nvrtc-cu12" in text
+
+
+@pytest.mark.usefixtures("toolchain")
+def test_prepare_kernel_refuses_nvrtc_newer_than_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cc, "nvrtc_available", lambda: None)
+    monkeypatch.setattr(cc, "_nvrtc_module", lambda: SimpleNamespace(nvrtcVersion=lambda: (0, 13, 0)))
+    _one_line_error(
+        r"NVRTC 13\.0 makes code that this driver \(CUDA 12\.6\) cannot load.*nvidia-cuda-nvrtc-cu12"
+    )
+
+
+def test_prepare_kernel_without_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cuda(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith(("cuda", "cupy")):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delenv("FLOWNET2_CUDA_LAUNCHER", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_cuda)
+    monkeypatch.setattr(cc, "_bindings_version", lambda: "")
+    text = _one_line_error("cuda-bindings is not installed")
+    assert "cuda-bindings>=12,<13" in text and "nvidia-cuda-nvrtc-cu12" in text
+
+
+def test_prepare_kernel_bad_launcher_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWNET2_CUDA_LAUNCHER", "opencl")
+    _one_line_error("must be cuda-python or cupy")
+
+
+@pytest.fixture
+def gpu_87(toolchain: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compute capability 8.7 device (Jetson Orin) behind prepare_kernel's device query."""
+    monkeypatch.setattr(cc, "_device_capability", lambda device: (8, 7))
+
+
+@pytest.mark.usefixtures("gpu_87")
+def test_prepare_kernel_compile_failure_is_one_line_before_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail_compile(arch: str) -> bytes:
+        raise cc.CudaCorrelationError(
+            f"NVRTC could not compile correlation.cu for {arch}: nvrtc: error: invalid value for "
+            "--gpu-architecture (-arch)\n\n1 error detected"
+        )
+
+    monkeypatch.setattr(cc, "nvrtc_available", lambda: None)
+    monkeypatch.setattr(cc, "_nvrtc_compile", fail_compile)
+    monkeypatch.setattr(cc, "_launcher", lambda device: pytest.fail("loaded despite the compile failure"))
+    text = _one_line_error(r"does not compile for sm_87 \(compute capability 8\.7\)")
+    assert "invalid value for --gpu-architecture" in text and "pip install -U nvidia-cuda-nvrtc-cu12" in text
+
+
+class _Launcher:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error, self.loaded = error, 0
+
+    def load_all(self) -> None:
+        self.loaded += 1
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.usefixtures("gpu_87")
+def test_prepare_kernel_compiles_for_the_device_and_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    _nvrtc_or_skip()
+    launcher = _Launcher()
+    monkeypatch.setattr(cc, "_launcher", lambda device: launcher)
+    status = cc.prepare_kernel(0)
+    assert launcher.loaded == 1 and cc.compile_cubin("sm_87")  # compiled for real (cached)
+    assert (status.device, status.compute_capability, status.launcher) == (0, "8.7", "cuda-python")
+    assert "driver CUDA 12.6" in status.toolchain and "sm_87" in status.summary()
+    launcher.error = cc.CudaCorrelationError(
+        "CUDA driver call load cubin failed: CUDA_ERROR_NO_BINARY_FOR_GPU"
+    )
+    text = _one_line_error(r"could not be loaded on CUDA device 0 \(sm_87\).*CUDA_ERROR_NO_BINARY_FOR_GPU")
+    assert "pip install" in text
+
+
+def test_prepare_kernel_here_is_one_line() -> None:
+    """This machine: ready (a GPU with the toolchain) or one line saying what is missing."""
+    try:
+        status = cc.prepare_kernel(0)
+    except cc.CudaCorrelationError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert status.compute_capability
 
 
 # --------------------------------------------------------------------------------- launch geometry (CPU)
@@ -405,3 +538,17 @@ def test_gpu_launch_on_side_stream_and_raw_pointers() -> None:
     stream.synchronize()
     assert cfg.variant == "pair"
     torch.testing.assert_close(out, reference_correlation(x1, x2), rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_prepare_kernel_then_enqueue_reuses_the_module() -> None:
+    """prepare_kernel on a real GPU: compiled and loaded once; the plugin's launch path then finds it."""
+    torch.cuda.init()
+    status = cc.prepare_kernel(0)
+    major, minor = torch.cuda.get_device_capability(0)
+    assert status.compute_capability == f"{major}.{minor}" and status.launcher in ("cuda-python", "cupy")
+    start = time.perf_counter()
+    again = cc.prepare_kernel(0)
+    assert time.perf_counter() - start < 0.5 and again.compute_capability == status.compute_capability
+    x1, x2 = _gpu_inputs((2, 32, 16, 40), torch.float32, seed=3)
+    torch.testing.assert_close(cc.correlation_cuda(x1, x2), reference_correlation(x1, x2), rtol=0, atol=1e-5)

@@ -6,7 +6,9 @@ Tests marked ``tensorrt`` export, build and run a real engine and need the full 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +18,20 @@ import numpy as np
 import pytest
 import torch
 
-from flownet2_ros.backends import BackendConfig, BackendError, TorchFlowEstimator, create_estimator
+from flownet2_ros.backends import (
+    BackendConfig,
+    BackendError,
+    FlowRequest,
+    TorchFlowEstimator,
+    create_estimator,
+)
 from flownet2_ros.backends import tensorrt_backend as tb
 from flownet2_ros.cli import build_engine as cli
 from flownet2_ros.export import engine_builder as eb
 from flownet2_ros.export import engine_metadata as em
+from flownet2_ros.export import trt_plugin as tp
 from flownet2_ros.export.plugin_spec import PLUGIN_NAME
+from flownet2_ros.ops import cuda_correlation as cc
 
 GPU = ("NVIDIA Jetson AGX Orin", "8.7")
 
@@ -254,9 +264,19 @@ class _FakeTensorRT:
     __name__ = "tensorrt"
     __version__ = "10.3.0.30"
 
-    def __init__(self, parse_ok: bool = True, build_ok: bool = True) -> None:
+    def __init__(
+        self,
+        parse_ok: bool = True,
+        build_ok: bool = True,
+        inputs: tuple[tuple[str, tuple[int, ...]], ...] = (
+            ("image1", (1, 3, 64, 64)),
+            ("image2", (1, 3, 64, 64)),
+        ),
+        cache_ok: bool = True,
+        profile_index: int = 0,
+    ) -> None:
         fake = self
-        self.calls: dict[str, Any] = {}
+        self.calls: dict[str, Any] = {"order": []}
 
         class Logger:
             VERBOSE, WARNING = "verbose", "warning"
@@ -278,35 +298,60 @@ class _FakeTensorRT:
             def create_timing_cache(self, data: bytes) -> Cache:
                 return Cache(data)
 
-            def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> None:
+            def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
+                fake.calls.setdefault("timing_caches", []).append(cache.data)
                 fake.calls["timing_cache_in"] = cache.data
                 self.cache = cache
+                return cache_ok or cache.data == b""
 
             def get_timing_cache(self) -> Cache:
                 return self.cache
+
+            def add_optimization_profile(self, profile: Profile) -> int:
+                fake.calls["profiles"] = [*fake.calls.get("profiles", []), profile.shapes]
+                return profile_index
+
+        class Profile:
+            def __init__(self) -> None:
+                self.shapes: dict[str, tuple[Any, ...]] = {}
+
+            def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
+                self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+        class Network:
+            num_inputs = len(inputs)
+
+            def get_input(self, index: int) -> SimpleNamespace:
+                name, shape = inputs[index]
+                return SimpleNamespace(name=name, shape=shape)
 
         class Builder:
             def __init__(self, logger: Logger) -> None:
                 pass
 
-            def create_network(self, flags: int) -> str:
+            def create_network(self, flags: int) -> Network:
                 fake.calls["network_flags"] = flags
-                return "network"
+                return Network()
 
             def create_builder_config(self) -> Config:
                 return Config()
 
-            def build_serialized_network(self, network: str, config: Config) -> bytes | None:
+            def create_optimization_profile(self) -> Profile:
+                return Profile()
+
+            def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
+                fake.calls["order"].append("build")
                 fake.calls["progress_monitor"] = getattr(config, "progress_monitor", None)
                 return b"serialized-engine" if build_ok else None
 
         class Parser:
             num_errors = 0 if parse_ok else 1
 
-            def __init__(self, network: str, logger: Logger) -> None:
+            def __init__(self, network: Network, logger: Logger) -> None:
                 pass
 
             def parse_from_file(self, path: str) -> bool:
+                fake.calls["order"].append("parse")
                 fake.calls["parsed"] = path
                 return parse_ok
 
@@ -335,7 +380,15 @@ def onnx_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def no_plugin_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+def kernel_prepared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """prepare_kernel replaced by a recorder (no GPU here); the devices it was called for."""
+    devices: list[int] = []
+    monkeypatch.setattr(cc, "prepare_kernel", lambda device=0: devices.append(device))
+    return devices
+
+
+@pytest.fixture
+def no_plugin_registration(monkeypatch: pytest.MonkeyPatch, kernel_prepared: list[int]) -> None:
     monkeypatch.setattr(eb, "register_plugin", lambda trt: None)
     monkeypatch.setattr(eb, "read_onnx_metadata", lambda path: {"stack": "FlowNet2C", "precision": "fp16"})
 
@@ -365,6 +418,7 @@ def test_build_engine_flow_with_stand_in(tmp_path: Path, onnx_file: Path) -> Non
         engine, em.EngineExpectation("10.3.0.30", GPU[0], GPU[1], "fp16", (384, 512), "FlowNet2C")
     )
     assert meta.engine_size == len(b"serialized-engine") and meta.source_kind == "onnx"
+    assert meta.batch_profile == em.STATIC_BATCH and "profiles" not in fake.calls  # static: no profile
 
 
 @pytest.mark.usefixtures("no_plugin_registration")
@@ -609,6 +663,7 @@ def test_unusable_reason_cpu_device(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     )
 
 
+@pytest.mark.usefixtures("kernel_prepared")
 def test_unusable_reason_metadata_mismatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """With TensorRT and a GPU simulated, the sidecar decides."""
     monkeypatch.setattr(tb, "_full_tensorrt", lambda: (SimpleNamespace(__version__="10.3.0.30"), None))
@@ -671,3 +726,780 @@ def test_engine_end_to_end(tmp_path: Path) -> None:
     finally:
         estimator.close()
         reference.close()
+
+
+# ------------------------------------------------------------------------------------- batch profiles
+
+
+def test_batch_profile_parse_and_validation() -> None:
+    profile = em.BatchProfile.parse("1:2:4")
+    assert (profile.min_batch, profile.opt_batch, profile.max_batch) == (1, 2, 4)
+    assert str(profile) == "1:2:4" and not profile.is_static and em.BatchProfile.parse(" 1:1:1 ").is_static
+    for text in ("4", "1:2", "a:b:c", "1:2:4:8", "-1:2:4", ""):
+        with pytest.raises(ValueError, match="MIN:OPT:MAX"):
+            em.BatchProfile.parse(text)
+    with pytest.raises(ValueError, match="MIN <= OPT <= MAX"):
+        em.BatchProfile.parse("4:2:1")
+    with pytest.raises(ValueError, match="positive"):
+        em.BatchProfile(0, 1, 1)
+
+
+def test_sidecar_round_trips_the_batch_profile(tmp_path: Path) -> None:
+    engine = _engine(tmp_path, _meta(batch_min=1, batch_opt=2, batch_max=4))
+    data = json.loads(em.sidecar_path(engine).read_text())
+    assert (data["batch_min"], data["batch_opt"], data["batch_max"]) == (1, 2, 4)
+    assert data["schema"] == em.SCHEMA_VERSION
+    meta = em.read_metadata(engine)
+    assert meta.batch_profile == em.BatchProfile(1, 2, 4)
+    assert em.check_engine(engine, _expect()) == meta
+    # A sidecar written before profiles existed reads as a static engine, with the same cache key.
+    old = {k: v for k, v in _meta().to_dict().items() if not k.startswith("batch_")}
+    old["schema"] = 1
+    em.sidecar_path(engine).write_text(json.dumps(old))
+    assert em.read_metadata(engine).batch_profile == em.STATIC_BATCH
+    assert em.engine_cache_path(tmp_path, _meta()) == em.engine_cache_path(tmp_path, em.read_metadata(engine))
+    dynamic = em.engine_cache_path(tmp_path, _meta(batch_max=4))
+    assert dynamic != em.engine_cache_path(tmp_path, _meta())
+    em.sidecar_path(engine).write_text(json.dumps({**_meta().to_dict(), "batch_opt": 9}))
+    with pytest.raises(em.EngineMismatchError, match=r"corrupt.*MIN <= OPT <= MAX"):
+        em.read_metadata(engine)
+
+
+def test_plan_batch_profile() -> None:
+    dynamic = [("image1", (-1, 3, 64, 128)), ("image2", (-1, 3, 64, 128))]
+    profile, shapes = eb.plan_batch_profile(dynamic, em.BatchProfile(1, 2, 4))
+    assert profile == em.BatchProfile(1, 2, 4)
+    assert shapes == [
+        ("image1", (1, 3, 64, 128), (2, 3, 64, 128), (4, 3, 64, 128)),
+        ("image2", (1, 3, 64, 128), (2, 3, 64, 128), (4, 3, 64, 128)),
+    ]
+    with pytest.raises(eb.EngineBuildError, match=r"m\.onnx has a dynamic batch.*--batch MIN:OPT:MAX"):
+        eb.plan_batch_profile(dynamic, None, "m.onnx")
+    static = [("image1", (1, 3, 64, 128)), ("image2", (1, 3, 64, 128))]
+    assert eb.plan_batch_profile(static, None) == (em.STATIC_BATCH, [])
+    assert eb.plan_batch_profile(static, em.STATIC_BATCH) == (em.STATIC_BATCH, [])
+    with pytest.raises(eb.EngineBuildError, match=r"static batch of 1.*--dynamic-batch"):
+        eb.plan_batch_profile(static, em.BatchProfile(1, 2, 4))
+    with pytest.raises(eb.EngineBuildError, match="other than the batch"):
+        eb.plan_batch_profile([("image1", (-1, 3, -1, 128))], em.BatchProfile(1, 2, 4))
+
+
+DYNAMIC_INPUTS = (("image1", (-1, 3, 64, 64)), ("image2", (-1, 3, 64, 64)))
+
+
+@pytest.mark.usefixtures("no_plugin_registration")
+def test_build_engine_adds_the_batch_profile(tmp_path: Path, onnx_file: Path) -> None:
+    fake = _FakeTensorRT(inputs=DYNAMIC_INPUTS)
+    engine = eb.build_engine(
+        onnx_file,
+        tmp_path / "d.engine",
+        precision="fp16",
+        progress=False,
+        metadata={"input_height": 64, "input_width": 64},
+        batch="1:2:4",
+        trt_module=fake,
+        gpu=GPU,
+    )
+    ((shapes),) = fake.calls["profiles"]  # one profile, covering every dynamic input
+    assert shapes == {name: ((1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64)) for name in ("image1", "image2")}
+    assert em.read_metadata(engine).batch_profile == em.BatchProfile(1, 2, 4)
+
+
+@pytest.mark.usefixtures("no_plugin_registration")
+def test_build_engine_profile_refusals(tmp_path: Path, onnx_file: Path) -> None:
+    size = {"input_height": 64, "input_width": 64}
+    fake = _FakeTensorRT(inputs=DYNAMIC_INPUTS)
+    with pytest.raises(eb.EngineBuildError, match=r"dynamic batch dimension.*--batch MIN:OPT:MAX"):
+        eb.build_engine(
+            onnx_file, tmp_path / "a.engine", precision="fp16", metadata=size, trt_module=fake, gpu=GPU
+        )
+    assert "build" not in fake.calls["order"]
+    static = _FakeTensorRT()
+    with pytest.raises(eb.EngineBuildError, match="static batch of 1"):
+        eb.build_engine(
+            onnx_file,
+            tmp_path / "b.engine",
+            precision="fp16",
+            metadata=size,
+            batch="1:2:4",
+            trt_module=static,
+            gpu=GPU,
+        )
+    rejected = _FakeTensorRT(inputs=DYNAMIC_INPUTS, profile_index=-1)
+    with pytest.raises(eb.EngineBuildError, match="rejected the batch profile 1:2:4"):
+        eb.build_engine(
+            onnx_file,
+            tmp_path / "c.engine",
+            precision="fp16",
+            metadata=size,
+            batch="1:2:4",
+            trt_module=rejected,
+            gpu=GPU,
+        )
+    with pytest.raises(ValueError, match="MIN:OPT:MAX"):
+        eb.build_engine(
+            onnx_file, tmp_path / "d.engine", precision="fp16", batch="4", trt_module=fake, gpu=GPU
+        )
+    assert not list(tmp_path.glob("*.engine"))
+
+
+@pytest.mark.usefixtures("no_plugin_registration")
+def test_build_engine_replaces_a_mismatched_timing_cache(tmp_path: Path, onnx_file: Path) -> None:
+    fake = _FakeTensorRT(cache_ok=False)
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"from another GPU")
+    eb.build_engine(
+        onnx_file,
+        tmp_path / "m.engine",
+        precision="fp16",
+        timing_cache=cache,
+        progress=False,
+        metadata={"input_height": 64, "input_width": 64},
+        trt_module=fake,
+        gpu=GPU,
+    )
+    assert fake.calls["timing_caches"] == [b"from another GPU", b""] and cache.read_bytes() == b"+new"
+
+
+def test_kernel_failure_stops_the_build_before_tensorrt(
+    tmp_path: Path, onnx_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eb, "register_plugin", lambda trt: None)
+    monkeypatch.setattr(eb, "read_onnx_metadata", lambda path: {"stack": "FlowNet2C", "precision": "fp16"})
+
+    def broken(device: int = 0) -> None:
+        raise cc.CudaCorrelationError("NVRTC is not usable (not found): pip install nvidia-cuda-nvrtc-cu12")
+
+    monkeypatch.setattr(cc, "prepare_kernel", broken)
+    fake = _FakeTensorRT()
+    size = {"input_height": 64, "input_width": 64}
+    with pytest.raises(eb.EngineBuildError, match=r"NVRTC is not usable.*pip install") as info:
+        eb.build_engine(
+            onnx_file, tmp_path / "m.engine", precision="fp16", metadata=size, trt_module=fake, gpu=GPU
+        )
+    assert "\n" not in str(info.value)
+    assert fake.calls["order"] == []  # neither parsed nor built
+    # An export without the plugin (decomposed correlation) needs no kernel.
+    monkeypatch.setattr(
+        eb, "read_onnx_metadata", lambda path: {"stack": "FlowNet2C", "precision": "fp16", "plugin": ""}
+    )
+    eb.build_engine(
+        onnx_file, tmp_path / "m.engine", precision="fp16", metadata=size, trt_module=fake, gpu=GPU
+    )
+    assert fake.calls["order"] == ["parse", "build"]
+
+
+def test_load_or_rebuild_keeps_the_batch_profile(
+    tmp_path: Path, onnx_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eb, "read_onnx_metadata", lambda path: {"stack": "FlowNet2", "precision": "fp16"})
+    engine = _engine(tmp_path, _meta(batch_max=4, batch_opt=2))
+    seen: dict[str, Any] = {}
+
+    def fake_build(onnx: Path, target: Path, **kw: Any) -> Path:
+        seen.update(kw)
+        raise eb.EngineBuildError("stop here")
+
+    newer = _expect(tensorrt_version="10.7.0.23")
+    args: dict[str, Any] = {
+        "onnx_path": onnx_file,
+        "rebuild": True,
+        "trt_module": SimpleNamespace(__version__="10.7"),
+        "gpu": GPU,
+    }
+    with pytest.raises(eb.EngineBuildError):
+        eb.load_or_rebuild_engine(engine, newer, builder=fake_build, **args)
+    assert seen["batch"] == em.BatchProfile(1, 2, 4)
+
+
+def test_cli_batch_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.build_parser().parse_args(["--batch", "1:2:4"]).batch == em.BatchProfile(1, 2, 4)
+    assert cli.build_parser().parse_args([]).batch is None
+    code, err = _run_cli(capsys, "--model", "FlowNet2S", "--input-size", "512x384", "--batch", "4:2:1")
+    assert code == 2 and "MIN <= OPT <= MAX" in err
+
+
+@pytest.fixture(scope="module")
+def thin_c_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from flownet2_ros.models import build
+
+    path = tmp_path_factory.mktemp("ckpt") / "FlowNet2C_thin.pth"
+    torch.manual_seed(0)
+    torch.save({"state_dict": build("FlowNet2C", thin=True).state_dict()}, path)
+    return path
+
+
+def test_cli_batch_exports_a_dynamic_batch_after_the_kernel_check(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    thin_c_checkpoint: Path,
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    monkeypatch.setattr(eb, "builder_unavailable_reason", lambda trt=None: None)
+    monkeypatch.setattr(eb, "gpu_unavailable_reason", lambda: None)
+    events: list[str] = []
+    monkeypatch.setattr(cc, "prepare_kernel", lambda device=0: events.append("kernel"))
+    from flownet2_ros.export import onnx_export
+
+    real_export = onnx_export.export_onnx
+
+    def export(*args: Any, **kw: Any) -> Any:
+        events.append("export")
+        return real_export(*args, **kw)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", export)
+    seen: dict[str, Any] = {}
+
+    def fake_build(onnx_path: Path, engine: Path, **kw: Any) -> Path:
+        seen.update(kw, onnx=Path(onnx_path))
+        engine.write_bytes(b"engine")
+        meta = eb.make_metadata(
+            onnx_path,
+            kw["precision"],
+            trt_version="10.3.0.30",
+            gpu=GPU,
+            overrides=kw["metadata"],
+            batch=kw["batch"],
+        )
+        em.write_metadata(engine, replace(meta, engine_size=6, engine_sha256=em.file_sha256(engine)))
+        return engine
+
+    monkeypatch.setattr(eb, "build_engine", fake_build)
+    out = tmp_path / "c.engine"
+    argv = ["-c", str(thin_c_checkpoint), "--input-size", "128x64", "--batch", "1:2:4", "-o", str(out)]
+    assert cli.main(argv) == 0
+    assert events == ["kernel", "export"] and seen["batch"] == em.BatchProfile(1, 2, 4)
+    graph = onnx.load(str(seen["onnx"]), load_external_data=False).graph
+    assert all(i.type.tensor_type.shape.dim[0].dim_param for i in graph.input)  # symbolic batch
+    assert "FlowNet2C 128x64 fp32, batch 1:2:4" in capsys.readouterr().out
+
+
+def test_cli_kernel_failure_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, thin_c_checkpoint: Path
+) -> None:
+    monkeypatch.setattr(eb, "builder_unavailable_reason", lambda trt=None: None)
+    monkeypatch.setattr(eb, "gpu_unavailable_reason", lambda: None)
+
+    def broken(device: int = 0) -> None:
+        raise cc.CudaCorrelationError(
+            "cuda-bindings 13.0.0 needs a driver for CUDA 13: pip install 'cuda-bindings>=12,<13'"
+        )
+
+    monkeypatch.setattr(cc, "prepare_kernel", broken)
+    code, err = _run_cli(capsys, "-c", str(thin_c_checkpoint), "--input-size", "128x64")
+    assert code == 2 and err.count("\n") == 1 and "cuda-bindings>=12,<13" in err
+
+
+# ----------------------------------------------------------------------- TensorRT backend, stand-in engine
+
+
+class _FakeEngine:
+    """A stand-in engine on host memory: flow[b] = (mean of image1[b], mean of image2[b]) everywhere, so
+    every pair's result says which frames it was computed from. Records what the backend asks of it."""
+
+    def __init__(
+        self, profile: tuple[int, int, int] | None = (1, 2, 4), size: tuple[int, int] = (64, 64)
+    ) -> None:
+        self.profile, self.size = profile, size
+        self.names = ("image1", "image2", "flow")
+        self.results = {"set_input_shape": True, "set_tensor_address": True, "execute_async_v3": True}
+        self.runs: list[int] = []  # batch size of each execution
+        self.shape_calls: list[tuple[str, tuple[int, ...]]] = []
+        self.address_calls: list[tuple[str, int]] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+
+    # ICudaEngine
+    num_io_tensors = 3
+
+    def get_tensor_name(self, index: int) -> str:
+        return self.names[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "output" if name == "flow" else "input"
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        batch = -1 if self.profile else 1
+        return (batch, 2 if name == "flow" else 3, *self.size)
+
+    def get_tensor_dtype(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(name="FLOAT")
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> list[tuple[int, ...]]:
+        assert self.profile is not None and index == 0
+        return [(b, 3, *self.size) for b in self.profile]
+
+    def create_execution_context(self) -> _FakeEngine:
+        return self
+
+    # IExecutionContext
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shape_calls.append((name, tuple(shape)))
+        self.shapes[name] = tuple(shape)
+        return self.results["set_input_shape"]
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        self.address_calls.append((name, address))
+        self.addresses[name] = address
+        return self.results["set_tensor_address"]
+
+    def _array(self, name: str, channels: int, batch: int) -> np.ndarray:
+        import ctypes
+
+        count = batch * channels * self.size[0] * self.size[1]
+        buffer = (ctypes.c_float * count).from_address(self.addresses[name])
+        return np.ctypeslib.as_array(buffer).reshape(batch, channels, *self.size)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        if not self.results["execute_async_v3"]:
+            return False
+        batch = self.shapes.get("image1", (1,))[0] if self.profile else 1
+        self.runs.append(batch)
+        one, two = self._array("image1", 3, batch), self._array("image2", 3, batch)
+        flow = self._array("flow", 2, batch)
+        flow[:, 0] = one.mean(axis=(1, 2, 3))[:, None, None]
+        flow[:, 1] = two.mean(axis=(1, 2, 3))[:, None, None]
+        return True
+
+
+def _fake_trt(engine: _FakeEngine) -> SimpleNamespace:
+    calls: list[str] = []
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> _FakeEngine:
+            calls.append("deserialize")
+            return engine
+
+    class Logger:
+        WARNING = "warning"
+
+        def __init__(self, level: str) -> None:
+            pass
+
+    return SimpleNamespace(
+        __name__="tensorrt",
+        __version__="10.3.0.30",
+        Logger=Logger,
+        Runtime=Runtime,
+        TensorIOMode=SimpleNamespace(INPUT="input", OUTPUT="output"),
+        calls=calls,
+    )
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_prepared: list[int]) -> Any:
+    """Make a TensorRTFlowEstimator over a _FakeEngine on the CPU: stand_in(engine, **kw)."""
+    monkeypatch.setattr(tp, "register_plugin", lambda trt=None: None)
+    made: list[tb.TensorRTFlowEstimator] = []
+
+    def make(engine: _FakeEngine, **kw: Any) -> tb.TensorRTFlowEstimator:
+        profile = engine.profile or (1, 1, 1)
+        meta = _meta(
+            precision="fp32",
+            input_height=64,
+            input_width=64,
+            batch_min=profile[0],
+            batch_opt=profile[1],
+            batch_max=profile[2],
+        )
+        path = _engine(tmp_path, meta)
+        estimator = tb.TensorRTFlowEstimator(path, "cpu", trt_module=_fake_trt(engine), gpu=GPU, **kw)
+        made.append(estimator)
+        return estimator
+
+    yield make
+    for estimator in made:
+        estimator.close()
+
+
+def _pair(k: int, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((*size, 3), 10 + k, np.uint8), np.full((*size, 3), 100 + k, np.uint8)
+
+
+def _requests(count: int, first_key: int = 0) -> list[FlowRequest]:
+    out = []
+    for k in range(count):
+        a, b = _pair(k)
+        out.append(FlowRequest(a, b, key1=first_key + 2 * k, key2=first_key + 2 * k + 1))
+    return out
+
+
+def test_split_batches() -> None:
+    assert tb.split_batches(6, 4) == [(0, 4), (4, 6)]
+    assert tb.split_batches(4, 4) == [(0, 4)] and tb.split_batches(0, 4) == []
+    assert tb.split_batches(3, 1) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError):
+        tb.split_batches(3, 0)
+
+
+def test_plan_io_refuses_a_static_batch_other_than_one() -> None:
+    tensors = [
+        (n, n != "flow", (2, 2 if n == "flow" else 3, 64, 64), "FLOAT") for n in ("image1", "image2", "flow")
+    ]
+    with pytest.raises(BackendError, match="batch of 1 or a dynamic batch"):
+        tb.plan_io(tensors)
+
+
+def test_backend_splits_six_pairs_over_a_maximum_of_four(stand_in: Any) -> None:
+    engine = _FakeEngine((1, 2, 4))
+    estimator = stand_in(engine)
+    assert estimator.batch_profile == em.BatchProfile(1, 2, 4)
+    flows = estimator.estimate_batch(_requests(6))
+    assert engine.runs == [4, 2]
+    assert [("image1", (4, 3, 64, 64)), ("image2", (4, 3, 64, 64))] == engine.shape_calls[:2]
+    assert len(flows) == 6
+    for k, flow in enumerate(flows):  # pair order kept
+        assert flow.shape == (64, 64, 2)
+        np.testing.assert_allclose(flow[..., 0], 10 + k)
+        np.testing.assert_allclose(flow[..., 1], 100 + k)
+    assert len({f.__array_interface__["data"][0] for f in flows}) == 6  # one result buffer per position
+
+
+def test_backend_pairs_of_different_sizes_share_a_batch(stand_in: Any) -> None:
+    engine = _FakeEngine((1, 2, 4))
+    estimator = stand_in(engine)
+    small = _pair(1, (32, 48))
+    out = np.zeros((16, 16, 2), np.float32)
+    requests = [
+        FlowRequest(*_pair(0)),
+        FlowRequest(*small),
+        FlowRequest(*_pair(2), output_size=(16, 16), out=out),
+    ]
+    flows = estimator.estimate_batch(requests)
+    assert engine.runs == [3]
+    np.testing.assert_allclose(flows[0][..., 0], 10)
+    assert flows[1].shape == (32, 48, 2)  # resized to its input size, vectors scaled: u·48/64, v·32/64
+    np.testing.assert_allclose(flows[1][..., 0], 11 * 48 / 64, rtol=1e-5)
+    np.testing.assert_allclose(flows[1][..., 1], 101 * 32 / 64, rtol=1e-5)
+    assert flows[2] is out
+    np.testing.assert_allclose(out[..., 1], 102 * 16 / 64, rtol=1e-5)
+    with pytest.raises(ValueError, match="out must be"):
+        estimator.estimate_batch(
+            [FlowRequest(*_pair(0)), FlowRequest(*_pair(1), out=np.zeros((2, 2, 2), np.float32))]
+        )
+    assert engine.runs == [3]  # a bad request is refused before anything runs
+
+
+def test_backend_pads_below_the_profile_minimum_and_static_engines_run_one_pair(stand_in: Any) -> None:
+    engine = _FakeEngine((2, 2, 4))
+    (flow,) = stand_in(engine).estimate_batch(_requests(1))
+    assert engine.runs == [2]
+    np.testing.assert_allclose(flow[..., 1], 100)
+    static = _FakeEngine(None)
+    estimator = stand_in(static)
+    assert estimator.batch_profile == em.STATIC_BATCH
+    flows = estimator.estimate_batch(_requests(3))
+    assert static.runs == [1, 1, 1] and static.shape_calls == []  # no set_input_shape on a static engine
+    assert [float(f[0, 0, 0]) for f in flows] == [10, 11, 12]
+
+
+def test_backend_reuses_frames_by_key(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _FakeEngine((1, 2, 4))
+    estimator = stand_in(engine)
+    uploads: list[int] = []
+    real_upload = estimator._upload
+    monkeypatch.setattr(
+        estimator,
+        "_upload",
+        lambda rgb, target: (uploads.append(int(rgb[0, 0, 0])), real_upload(rgb, target)),
+    )
+    frames = [np.full((64, 64, 3), v, np.uint8) for v in range(0, 60, 10)]
+
+    def call(keys: list[int]) -> list[np.ndarray]:
+        return estimator.estimate_batch(
+            [FlowRequest(frames[k], frames[k + 1], key1=k, key2=k + 1) for k in keys]
+        )
+
+    call([0, 2])  # cameras A (frames 0→1) and B (2→3)
+    assert uploads == [0, 20, 10, 30]
+    before = dict(engine.addresses)
+    uploads.clear()
+    flows = call([1, 3])  # both continue at their rows: the buffers swap, only the new frames are uploaded
+    assert uploads == [20, 40]
+    assert [(float(f[0, 0, 0]), float(f[0, 0, 1])) for f in flows] == [(10, 20), (30, 40)]
+    assert engine.addresses["image1"] == before["image2"] and engine.addresses["image2"] == before["image1"]
+    uploads.clear()
+    flows = call([4, 0])  # key 4 is on the device at another row: copied there; key 0 is gone: uploaded
+    assert uploads == [0, 50, 10]
+    assert [(float(f[0, 0, 0]), float(f[0, 0, 1])) for f in flows] == [(40, 50), (0, 10)]
+
+
+@pytest.mark.parametrize("method", ["set_input_shape", "set_tensor_address", "execute_async_v3"])
+def test_backend_turns_each_false_into_an_error(stand_in: Any, method: str) -> None:
+    engine = _FakeEngine((1, 2, 4))
+    estimator = stand_in(engine)
+    engine.results[method] = False
+    with pytest.raises(BackendError, match=f"{method} returned False"):
+        estimator.estimate_batch(_requests(2))
+    engine.results[method] = True
+    flows = estimator.estimate_batch(_requests(2))  # the estimator recovers once TensorRT does
+    assert float(flows[1][0, 0, 0]) == 11
+
+
+class _FakeGraph:
+    def __init__(self) -> None:
+        self.work: list[Any] = []
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        for work in self.work:
+            work()
+
+
+def test_backend_cuda_graphs_per_batch_size(stand_in: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One graph per batch size (and buffer arrangement): eager, then captured, then replayed."""
+    engine = _FakeEngine((1, 2, 4))
+    graphs: list[_FakeGraph] = []
+    modes: list[str] = []
+
+    def capture(stream: Any) -> tuple[_FakeGraph, Any]:
+        graph = _FakeGraph()
+        graphs.append(graph)
+        real_execute = engine.execute_async_v3
+
+        @contextlib.contextmanager
+        def recording() -> Iterator[None]:
+            modes.append("thread_local")
+            # While capturing, execute_async_v3 records work instead of running it (as a CUDA capture does).
+            monkeypatch.setattr(
+                engine, "execute_async_v3", lambda s: graph.work.append(lambda: real_execute(s)) or True
+            )
+            yield
+            monkeypatch.setattr(engine, "execute_async_v3", real_execute)
+
+        return graph, recording()
+
+    monkeypatch.setattr(tb, "_graph_capture", capture)
+    estimator = stand_in(engine, cuda_graph=True)
+    requests = _requests(4)
+    for _ in range(3):
+        flows = estimator.estimate_batch(requests)
+    assert estimator.graph_count == 1 and graphs[0].replays == 1
+    assert [float(f[0, 0, 1]) for f in flows] == [100, 101, 102, 103]
+    for _ in range(3):
+        (flow,) = estimator.estimate_batch(_requests(1))
+    assert estimator.graph_count == 2 and float(flow[0, 0, 0]) == 10
+    assert engine.runs == [4, 4, 4, 1, 1, 1]  # 2 eager + 1 replay each
+
+
+def test_backend_capture_returning_false_is_an_error_then_eager(
+    stand_in: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _FakeEngine((1, 2, 4))
+    real_execute = engine.execute_async_v3
+
+    @contextlib.contextmanager
+    def refusing() -> Iterator[None]:
+        monkeypatch.setattr(engine, "execute_async_v3", lambda s: False)
+        yield
+        monkeypatch.setattr(engine, "execute_async_v3", real_execute)
+
+    monkeypatch.setattr(tb, "_graph_capture", lambda stream: (_FakeGraph(), refusing()))
+    estimator = stand_in(engine, cuda_graph=True)
+    estimator.estimate_batch(_requests(2))
+    with pytest.raises(BackendError, match=r"CUDA graph capture.*execute_async_v3 returned False"):
+        estimator.estimate_batch(_requests(2))
+    for _ in range(3):  # later calls run eagerly, no further capture attempt
+        flows = estimator.estimate_batch(_requests(2))
+    assert estimator.graph_count == 0 and float(flows[1][0, 0, 1]) == 101
+
+
+def test_backend_kernel_failure_before_deserialising(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        tp, "register_plugin", lambda trt=None: pytest.fail("registered despite the kernel failure")
+    )
+
+    def broken(device: int = 0) -> None:
+        raise cc.CudaCorrelationError(
+            "the correlation kernel does not compile for sm_87: ...; pip install -U nvidia-cuda-nvrtc-cu12"
+        )
+
+    monkeypatch.setattr(cc, "prepare_kernel", broken)
+    fake = _fake_trt(_FakeEngine())
+    path = _engine(tmp_path, _meta(precision="fp32", input_height=64, input_width=64))
+    with pytest.raises(BackendError, match="does not compile for sm_87"):
+        tb.TensorRTFlowEstimator(path, "cpu", trt_module=fake, gpu=GPU)
+    assert fake.calls == []  # deserialize_cuda_engine never called
+
+
+def test_unusable_reason_names_the_kernel_problem(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tb, "_full_tensorrt", lambda: (SimpleNamespace(__version__="10.3.0.30"), None))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(eb, "describe_gpu", lambda index=0: GPU)
+
+    def broken(device: int = 0) -> None:
+        raise cc.CudaCorrelationError(
+            "no NVIDIA driver could be loaded (libcuda.so.1): install the NVIDIA driver"
+        )
+
+    monkeypatch.setattr(cc, "prepare_kernel", broken)
+    engine = str(_engine(tmp_path))
+    assert "no NVIDIA driver" in (tb.unusable_reason(BackendConfig(engine=engine)) or "")
+
+
+# --------------------------------------------------------------------------------- trt_first_run.sh
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trt_first_run.sh"
+
+
+def _bash(*args: str, env: dict[str, str] | None = None) -> Any:
+    import os
+    import subprocess
+
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_first_run_script_syntax_help_and_dry_run(tmp_path: Path) -> None:
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
+    help_run = _bash("--help")
+    assert help_run.returncode == 0 and "--checkpoint" in help_run.stdout and "--dry-run" in help_run.stdout
+    dry = _bash("--dry-run", "--out", str(tmp_path), "--checkpoint", "ckpt.pth")
+    assert dry.returncode == 0, dry.stderr
+    for text in (
+        "FlowNet2C_thin_fp32",
+        "FlowNet2_thin_fp16",
+        "checkpoint_fp16",
+        "--batch 1:2:4",
+        "--dynamic-batch",
+    ):
+        assert text in dry.stdout
+    assert not list(tmp_path.iterdir())  # nothing run or written
+    bad = _bash("--size", "big")
+    assert bad.returncode == 2 and "WxH" in bad.stderr
+
+
+def test_first_run_script_without_tensorrt_exits_0_at_once() -> None:
+    import importlib.util
+    import sys
+    import time
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: the script would run for real")
+    start = time.perf_counter()
+    run = _bash(env={"PYTHON": sys.executable})
+    assert run.returncode == 0 and "TensorRT is not installed" in run.stdout
+    assert time.perf_counter() - start < 5  # well under a second on an idle machine
+
+
+def test_first_run_checker_table(tmp_path: Path) -> None:
+    """The script's embedded Python compiles, and its table lists every engine with PASS/FAIL."""
+    import subprocess
+    import sys
+
+    text = SCRIPT.read_text()
+    source = text.split("<<'PYEOF'\n", 1)[1].split("\nPYEOF\n", 1)[0]
+    checker = tmp_path / "check.py"
+    checker.write_text(source)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "steps.tsv").write_text(
+        "FlowNet2C_thin_fp32\texport\t12\tok\nFlowNet2C_thin_fp32\tbuild\t80\tok\nFlowNet2C_thin_fp32\tcheck\t9\tok\n"
+        "FlowNet2_thin_fp32\texport\t30\tok\nFlowNet2_thin_fp32\tbuild\t200\tfailed\n"
+    )
+    result = {
+        "passed": True,
+        "batch": "1:2:4",
+        "load_s": 1.2,
+        "b1_mean_px": 0.001,
+        "b1_max_px": 0.01,
+        "trt_b1_ms": 3.5,
+    }
+    (tmp_path / "results" / "FlowNet2C_thin_fp32.json").write_text(json.dumps(result))
+    run = subprocess.run(
+        [sys.executable, str(checker), "table", "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| Flow")]
+    assert len(rows) == 2
+    assert "| 1:2:4 | 12 | 80 | 1.2 | 0.001/0.01 |" in rows[0] and rows[0].endswith("| PASS |")
+    assert rows[1].endswith("| FAIL (build) |")
+
+
+class _CudaStandIn(_FakeEngine):
+    """_FakeEngine on CUDA memory: the flow is computed by torch kernels on the stream TensorRT is given
+    (the estimator's), so eager runs, graph capture and replay behave as with a real engine."""
+
+    def execute_async_v3(self, stream: int) -> bool:
+        if not self.results["execute_async_v3"]:
+            return False
+        assert torch.cuda.current_stream().cuda_stream == stream  # work goes where TensorRT would put it
+        batch = self.shapes.get("image1", (1,))[0]
+        self.runs.append(batch)
+        one, two = self._tensor("image1", 3, batch), self._tensor("image2", 3, batch)
+        flow = self._tensor("flow", 2, batch)
+        flow[:, 0] = one.mean(dim=(1, 2, 3))[:, None, None]
+        flow[:, 1] = two.mean(dim=(1, 2, 3))[:, None, None]
+        return True
+
+    def _tensor(self, name: str, channels: int, batch: int) -> torch.Tensor:
+        shape = (batch, channels, *self.size)
+        view = SimpleNamespace(
+            __cuda_array_interface__={
+                "shape": shape,
+                "typestr": "<f4",
+                "data": (self.addresses[name], False),
+                "version": 2,
+                "strides": None,
+            }
+        )
+        return torch.as_tensor(view, device="cuda")
+
+
+@pytest.mark.gpu
+def test_gpu_backend_batches_and_graphs_with_a_stand_in_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_prepared: list[int]
+) -> None:
+    """The backend's CUDA path on a real GPU (no TensorRT needed): stream, page-locked results, batches of
+    4 and 2, CUDA graphs captured in thread-local mode while another thread allocates and frees CUDA memory."""
+    import threading
+
+    monkeypatch.setattr(tp, "register_plugin", lambda trt=None: None)
+    engine = _CudaStandIn((1, 2, 4))
+    path = _engine(
+        tmp_path, _meta(precision="fp32", input_height=64, input_width=64, batch_max=4, batch_opt=2)
+    )
+    estimator = tb.TensorRTFlowEstimator(path, "cuda", cuda_graph=True, trt_module=_fake_trt(engine), gpu=GPU)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:  # a ROS callback's CUDA work; would void a global-mode capture
+        try:
+            while not stop.is_set():
+                block = torch.empty(1 << 24, device="cuda")
+                del block
+                torch.cuda.empty_cache()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    try:
+        for round_ in range(4):
+            flows = estimator.estimate_batch(_requests(6))
+            assert [(float(f[0, 0, 0]), float(f[-1, -1, 1])) for f in flows] == [
+                (10 + k, 100 + k) for k in range(6)
+            ], round_
+        (single,) = estimator.estimate_batch(_requests(1))
+        assert float(single[5, 5, 1]) == 100
+        graphs = estimator.graph_count
+    finally:
+        stop.set()
+        worker.join()
+        estimator.close()
+    assert not errors
+    assert graphs == 2  # batch sizes 4 and 2, one buffer arrangement each (keys never continue)
+    # round 1 eager; round 2 eager + capture (which also calls execute); rounds 3-4 replay; then batch 1
+    assert engine.runs == [4, 2, 4, 4, 2, 2, 1]

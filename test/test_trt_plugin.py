@@ -217,6 +217,17 @@ def test_create_plugin_through_registry(trt: Any, creator: Any) -> None:
     assert plugin.get_workspace_size([], []) == 0
 
 
+def test_timing_cache_id_is_set(trt: Any, creator: Any) -> None:
+    """A null ID leaves the plugin out of the timing cache (TensorRT 10.3); the ID names the parameters."""
+    ids = {tp.timing_cache_id(CorrelationParams(max_displacement=d)) for d in (4, 8, 20)}
+    assert len(ids) == 3 and all(ids)
+    assert tp.timing_cache_id(CorrelationParams()) == "p20k1d20s1s2m1"
+    plugin = _create(trt, _replace("max_displacement", np.array([8], np.int32)))
+    assert isinstance(plugin, trt.IPluginV3OneBuild)
+    assert plugin.timing_cache_id == tp.timing_cache_id(CorrelationParams(max_displacement=8))
+    assert plugin.clone().timing_cache_id == plugin.timing_cache_id
+
+
 @pytest.mark.parametrize(
     ("fields", "match"),
     [

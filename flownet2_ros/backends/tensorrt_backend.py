@@ -1,37 +1,58 @@
 """The TensorRT backend: a serialised engine (from ``flownet2-build-engine``) run with name-based I/O.
 
-Per frame pair: each new uint8 frame is copied once to a device buffer and converted/resized on the GPU
-by torch straight into one of two preallocated engine input buffers; the frame that was the second image
-of the previous pair (same ``key``) is not uploaded again — the two input buffers swap roles instead
-(``set_tensor_address``), so nothing is copied for it at all. The engine runs with ``execute_async_v3``
-on a private CUDA stream, optionally replayed from a captured CUDA graph (one per buffer arrangement);
-the flow is resized to the output grid on the GPU and copied back once into a reused page-locked buffer.
-All device buffers are torch tensors shared with TensorRT by address (no extra copies).
+Pairs are run in batches: ``estimate_batch`` puts up to the engine's profile maximum of pairs into one
+``execute_async_v3`` (an engine built with ``--batch MIN:OPT:MAX``; a static engine runs one pair at a
+time), splits a larger call into consecutive batches (6 pairs over a maximum of 4: 4, then 2; results in
+the order given) and pads a batch below the profile minimum. Pairs of any input size share a batch: each
+uint8 frame is copied once to the device and converted/resized on the GPU by torch straight into a row of
+one of two preallocated input buffers (batch position *k* of the call has its own pair of buffers). A
+frame that was the second image of the previous run at the same batch position (same ``key``) is not
+uploaded again: when every pair of the batch continues its predecessor, the two input buffers swap roles
+(``set_tensor_address``) and nothing is copied; otherwise such a frame is copied on the device. The
+engine runs on a private CUDA stream, optionally replayed from captured CUDA graphs (one per batch size
+and buffer arrangement, captured in thread-local mode so that CUDA calls of other threads — ROS callbacks
+— cannot void the capture); each pair's flow is resized to its output grid on the GPU and copied back once
+into ``out`` or a reused page-locked buffer. All device buffers are torch tensors shared with TensorRT by
+address (no extra copies). Every boolean TensorRT returns (``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3``, also while capturing) is checked and a ``False`` is a :class:`BackendError`.
 
 Before deserialising, the engine's sidecar (``<engine>.json``) is checked against this machine's
-TensorRT version and GPU (:func:`~flownet2_ros.export.engine_metadata.check_engine`), and the correlation
-plugin is registered in this process. :func:`unusable_reason` says in one sentence why the backend
-cannot run (the factory then falls back to torch in ``auto`` mode).
+TensorRT version and GPU (:func:`~flownet2_ros.export.engine_metadata.check_engine`), the correlation
+kernel is compiled and loaded for this GPU (:func:`~flownet2_ros.ops.cuda_correlation.prepare_kernel`:
+a missing NVRTC or a wrong cuda-bindings is one line naming the fix, not a failure inside the plugin's
+``enqueue``), and the correlation plugin is registered in this process. :func:`unusable_reason` says in
+one sentence why the backend cannot run (the factory then falls back to torch in ``auto`` mode).
 
 Runs only with the full TensorRT (``tensorrt``; the lean runtime ``tensorrt_lean`` is refused) and a CUDA
-GPU: everything after the checks — deserialisation, execution, graph capture — cannot run on a machine
-without them; the checks and the I/O planning (:func:`plan_io`) are plain code tested anywhere.
-Set ``BackendConfig.cuda_graph`` to capture the engine's execution in CUDA graphs.
+GPU. The checks, the I/O planning (:func:`plan_io`), the batch split (:func:`split_batches`) and the
+estimator's batching, buffer reuse and boolean checks are tested on a CPU against a stand-in engine
+(``trt_module=``, ``gpu=`` and ``device="cpu"``: host memory, no streams); deserialising a real engine,
+its execution and graph capture need TensorRT and a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import BackendError, BackendInfo, FlowEstimator
+from ..export.engine_metadata import STATIC_BATCH, BatchProfile
+from .base import BackendError, BackendInfo, FlowEstimator, FlowRequest
 
-__all__ = ["IoPlan", "TensorRTFlowEstimator", "create_tensorrt", "plan_io", "unusable_reason"]
+__all__ = [
+    "IoPlan",
+    "TensorRTFlowEstimator",
+    "create_tensorrt",
+    "engine_batch_profile",
+    "plan_io",
+    "split_batches",
+    "unusable_reason",
+]
 
 log = logging.getLogger(__name__)
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16"}
@@ -54,11 +75,12 @@ def plan_io(tensors: Sequence[tuple[str, bool, Sequence[int], str]]) -> IoPlan:
     """Plan the I/O from ``(name, is_input, shape, DataType name)`` of each engine tensor.
 
     Inputs named ``image1``/``image2`` (the exporter's names) are used in that role, else the inputs in
-    engine order; the single output is the flow. A batch dimension of -1 (dynamic) is run as 1.
+    engine order; the single output is the flow. A batch dimension of -1 (dynamic) runs within the
+    engine's optimization profile; a static batch must be 1.
 
     Raises:
-        BackendError: not two inputs and one output, wrong ranks/channels, dynamic spatial size, or
-            unsupported data types.
+        BackendError: not two inputs and one output, wrong ranks/channels, dynamic spatial size, a static
+            batch other than 1, or unsupported data types.
     """
     inputs = [t for t in tensors if t[1]]
     outputs = [t for t in tensors if not t[1]]
@@ -77,6 +99,12 @@ def plan_io(tensors: Sequence[tuple[str, bool, Sequence[int], str]]) -> IoPlan:
         raise BackendError(f"engine must map two 3-channel images to 2-channel flow, got shapes {shapes}")
     if min(h1, w1) <= 0 or (h1, w1) != (h2, w2) or (h1, w1) != (ho, wo):
         raise BackendError(f"engine needs one static input/output size, got shapes {shapes}")
+    batches = {shape[0] for shape in shapes}
+    if batches != {-1} and batches != {1}:
+        raise BackendError(
+            f"engine needs a batch of 1 or a dynamic batch on every tensor, got shapes {shapes}; "
+            "re-export with --dynamic-batch and build with --batch MIN:OPT:MAX"
+        )
     dtypes = [t[3] for t in (*inputs, outputs[0])]
     if any(d not in _TORCH_DTYPES for d in dtypes) or dtypes[0] != dtypes[1]:
         raise BackendError(f"unsupported engine tensor types {dtypes}; expected FLOAT or HALF")
@@ -87,8 +115,80 @@ def plan_io(tensors: Sequence[tuple[str, bool, Sequence[int], str]]) -> IoPlan:
         width=w1,
         input_dtype=_TORCH_DTYPES[dtypes[0]],
         output_dtype=_TORCH_DTYPES[dtypes[2]],
-        dynamic_batch=any(shape[0] < 0 for shape in shapes),
+        dynamic_batch=-1 in batches,
     )
+
+
+def split_batches(count: int, max_batch: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive batches of at most ``max_batch`` pairs covering ``count`` pairs.
+
+    ``split_batches(6, 4) == [(0, 4), (4, 6)]``; ``split_batches(0, 4) == []``.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    return [(start, min(start + max_batch, count)) for start in range(0, count, max_batch)]
+
+
+def engine_batch_profile(engine: Any, plan: IoPlan) -> BatchProfile:
+    """The batch profile of a deserialised engine: profile 0 of its image inputs (1:1:1 when static).
+
+    Raises:
+        BackendError: the profile cannot be read or differs between the two inputs.
+    """
+    if not plan.dynamic_batch:
+        return STATIC_BATCH
+    profiles = []
+    for name in plan.inputs:
+        try:
+            low, opt, high = (
+                tuple(int(v) for v in dims) for dims in engine.get_tensor_profile_shape(name, 0)
+            )
+            profiles.append(BatchProfile(low[0], opt[0], high[0]))
+        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+            raise BackendError(f"cannot read the batch profile of engine input {name!r}: {exc}") from None
+    if profiles[0] != profiles[1]:
+        raise BackendError(
+            f"the engine's inputs have different batch profiles: {profiles[0]} and {profiles[1]}"
+        )
+    return profiles[0]
+
+
+def _engine_tensors(engine: Any, trt: Any) -> list[tuple[str, bool, tuple[int, ...], str]]:
+    """``(name, is_input, shape, DataType name)`` of every I/O tensor of ``engine``."""
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        tensors.append(
+            (
+                name,
+                engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                tuple(int(v) for v in engine.get_tensor_shape(name)),
+                engine.get_tensor_dtype(name).name,
+            )
+        )
+    return tensors
+
+
+def _prepare_kernel(device: int) -> None:
+    """Compile and load the correlation kernel for CUDA device ``device`` (BackendError, one line)."""
+    from ..ops import cuda_correlation
+
+    try:
+        cuda_correlation.prepare_kernel(device)
+    except cuda_correlation.CudaCorrelationError as exc:
+        raise BackendError(str(exc)) from None
+
+
+def _graph_capture(stream: Any) -> tuple[Any, Any]:
+    """A new CUDA graph and the context manager that captures into it on ``stream``.
+
+    Thread-local capture mode (``cudaStreamCaptureModeThreadLocal``): a CUDA call from another thread
+    during the capture (a ROS callback uploading a frame) neither voids the capture nor fails.
+    """
+    import torch
+
+    graph = torch.cuda.CUDAGraph()
+    return graph, torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local")
 
 
 def _full_tensorrt() -> tuple[Any | None, str | None]:
@@ -127,7 +227,8 @@ def unusable_reason(config: Any) -> str | None:
 
     Checked in order: engine file configured and present, full TensorRT ≥ 10.3, a CUDA device, then the
     engine's sidecar against this TensorRT version and GPU (and ``config.model`` / ``config.network_size``
-    when given).
+    when given), then — for an engine with the correlation plugin — the kernel compiled and loaded for
+    this GPU.
     """
     from ..export.engine_metadata import EngineMismatchError, check_engine
 
@@ -148,11 +249,16 @@ def unusable_reason(config: Any) -> str | None:
         return reason or "no CUDA device"
     expected = _expectation(trt, index, config)
     try:
-        check_engine(engine, expected, verify_hash=False)
+        meta = check_engine(engine, expected, verify_hash=False)
     except EngineMismatchError as exc:
         if config.allow_rebuild and config.onnx:
             return None  # create_tensorrt rebuilds it from the ONNX into the cache
         return str(exc)
+    if meta.plugin:
+        try:
+            _prepare_kernel(index)
+        except BackendError as exc:
+            return str(exc)
     return None
 
 
@@ -203,8 +309,24 @@ def create_tensorrt(config: Any) -> TensorRTFlowEstimator:
     )
 
 
+@dataclass
+class _BatchSet:
+    """Device buffers of one batch position of a call: two image buffers (max_batch, 3, H, W), the flow
+    (max_batch, 2, H, W), and which image buffer holds the last run's second frames, with their keys."""
+
+    images: list[Any]
+    flow: Any
+    second: int = 1
+    keys: list[int | None] = field(default_factory=list)
+
+
 class TensorRTFlowEstimator(FlowEstimator):
-    """Runs a FlowNet TensorRT engine; see the module docstring."""
+    """Runs a FlowNet TensorRT engine; see the module docstring.
+
+    ``trt_module`` / ``gpu``: a stand-in TensorRT module and (name, compute capability) for tests; with
+    ``gpu`` given, ``device="cpu"`` runs the stand-in engine on host memory (no streams, no page-locked
+    buffers).
+    """
 
     def __init__(
         self,
@@ -213,38 +335,49 @@ class TensorRTFlowEstimator(FlowEstimator):
         *,
         cuda_graph: bool = False,
         expected_stack: str | None = None,
+        trt_module: Any | None = None,
+        gpu: tuple[str, str] | None = None,
     ) -> None:
         import torch
 
+        from ..export import trt_plugin
         from ..export.engine_builder import current_expectation, describe_gpu
         from ..export.engine_metadata import EngineMismatchError, check_engine
-        from ..export.trt_plugin import register_plugin
 
-        trt, reason = _full_tensorrt()
-        if reason is not None or trt is None:
-            raise BackendError(reason or "TensorRT unavailable")
-        if not torch.cuda.is_available():
-            raise BackendError("no CUDA GPU is available")
-        index, reason = _cuda_index(device)
-        if reason is not None or index is None:
-            raise BackendError(reason or "no CUDA device")
+        if trt_module is not None:
+            trt = trt_module
+        else:
+            trt, reason = _full_tensorrt()
+            if reason is not None or trt is None:
+                raise BackendError(reason or "TensorRT unavailable")
+        if device == "cpu" and gpu is not None:
+            index = 0
+            self._device = torch.device("cpu")
+        else:
+            if not torch.cuda.is_available():
+                raise BackendError("no CUDA GPU is available")
+            found, reason = _cuda_index(device)
+            if reason is not None or found is None:
+                raise BackendError(reason or "no CUDA device")
+            index = found
+            self._device = torch.device("cuda", index)
+            gpu = gpu or describe_gpu(index)
+        self._cuda = self._device.type == "cuda"
         self._trt = trt
-        self._device = torch.device("cuda", index)
         self._engine_path = Path(engine_path)
-        gpu = describe_gpu(index)
         expected = current_expectation(trt, gpu)
         if expected_stack:
-            from dataclasses import replace
-
             expected = replace(expected, stack=expected_stack)
         try:
             self._meta = check_engine(self._engine_path, expected)
         except EngineMismatchError as exc:
             raise BackendError(str(exc)) from None
         self._gpu_name = gpu[0]
-        register_plugin(trt)  # before deserialising: the engine holds the Python plugin
+        if self._meta.plugin:
+            _prepare_kernel(index)  # a kernel problem is one line here, not a failure inside enqueue
+        trt_plugin.register_plugin(trt)  # before deserialising: the engine holds the Python plugin
 
-        with torch.cuda.device(self._device):
+        with self._device_scope():
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
             engine = self._runtime.deserialize_cuda_engine(self._engine_path.read_bytes())
@@ -254,37 +387,16 @@ class TensorRTFlowEstimator(FlowEstimator):
             self._context = engine.create_execution_context()
             if self._context is None:
                 raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
-            tensors = []
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                tensors.append(
-                    (
-                        name,
-                        engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                        tuple(engine.get_tensor_shape(name)),
-                        engine.get_tensor_dtype(name).name,
-                    )
-                )
-            self._plan = plan_io(tensors)
-            plan = self._plan
-            shape = (1, 3, plan.height, plan.width)
-            if plan.dynamic_batch:
-                for name in plan.inputs:
-                    self._context.set_input_shape(name, shape)
-            in_dtype = getattr(torch, plan.input_dtype)
-            self._slots = [torch.empty(shape, dtype=in_dtype, device=self._device) for _ in range(2)]
-            self._flow = torch.empty(
-                (1, 2, plan.height, plan.width), dtype=getattr(torch, plan.output_dtype), device=self._device
-            )
-            self._context.set_tensor_address(plan.output, self._flow.data_ptr())
-            self._stream = torch.cuda.Stream(self._device)
-        self._frames: list[torch.Tensor | None] = [None, None]  # uint8 (H, W, 3) upload buffers per slot
-        self._cached_key: int | None = None
-        self._cached_slot = 0
-        self._host_flow: torch.Tensor | None = None
+            self._plan = plan_io(_engine_tensors(engine, trt))
+            self._profile = engine_batch_profile(engine, self._plan)
+            self._stream = torch.cuda.Stream(self._device) if self._cuda else None
+        self._sets: list[_BatchSet] = []
+        self._staging: dict[tuple[int, ...], Any] = {}  # uint8 (H, W, 3) upload buffers by frame shape
+        self._host: dict[tuple[int, int, int], Any] = {}  # page-locked results by (position, H, W)
+        self._bound: tuple[int, ...] | None = None  # (batch, image1, image2, flow addresses) set in TensorRT
         self._use_graphs = cuda_graph
-        self._graphs: dict[int, Any] = {}
-        self._executed: set[int] = set()
+        self._graphs: dict[tuple[int, int, int], Any] = {}  # (batch position, batch size, first buffer)
+        self._executed: set[tuple[int, int, int]] = set()
         self._closed = False
 
     @property
@@ -293,45 +405,190 @@ class TensorRTFlowEstimator(FlowEstimator):
             name="tensorrt",
             device=self._gpu_name,
             precision=self._meta.precision,
-            model=f"{self._meta.stack} (TensorRT {self._meta.tensorrt_version} engine {self._engine_path.name})",
+            model=f"{self._meta.stack} (TensorRT {self._meta.tensorrt_version} engine "
+            f"{self._engine_path.name}, batch {self._profile})",
             network_size=(self._plan.height, self._plan.width),
         )
 
-    def _upload(self, rgb: np.ndarray, slot: int) -> None:
-        """Copy the uint8 frame to the device once, convert and resize it into input buffer ``slot``."""
+    @property
+    def batch_profile(self) -> BatchProfile:
+        """The batch sizes the engine runs (1:1:1 for a static engine)."""
+        return self._profile
+
+    @property
+    def graph_count(self) -> int:
+        """CUDA graphs captured so far (one per batch position, batch size and buffer arrangement)."""
+        return len(self._graphs)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _device_scope(self) -> Any:
+        import torch
+
+        return torch.cuda.device(self._device) if self._cuda else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _run_scope(self) -> Iterator[None]:
+        import torch
+
+        with contextlib.ExitStack() as stack:
+            if self._cuda:
+                stack.enter_context(torch.cuda.device(self._device))
+                stack.enter_context(torch.cuda.stream(self._stream))
+            stack.enter_context(torch.inference_mode())
+            yield
+
+    def _stream_handle(self) -> int:
+        return int(self._stream.cuda_stream) if self._stream is not None else 0
+
+    def _batch_set(self, position: int) -> _BatchSet:
+        import torch
+
+        plan, size = self._plan, self._profile.max_batch
+        while len(self._sets) <= position:
+            images = [
+                torch.zeros(
+                    (size, 3, plan.height, plan.width),
+                    dtype=getattr(torch, plan.input_dtype),
+                    device=self._device,
+                )
+                for _ in range(2)
+            ]
+            flow = torch.zeros(
+                (size, 2, plan.height, plan.width),
+                dtype=getattr(torch, plan.output_dtype),
+                device=self._device,
+            )
+            self._sets.append(_BatchSet(images, flow))
+        return self._sets[position]
+
+    def _upload(self, rgb: np.ndarray, target: Any) -> None:
+        """Copy a uint8 frame to the device once, convert and resize it into ``target`` (3, H, W)."""
         import torch
         import torch.nn.functional as F
 
-        frame = self._frames[slot]
-        if frame is None or tuple(frame.shape) != rgb.shape:
-            frame = self._frames[slot] = torch.empty(rgb.shape, dtype=torch.uint8, device=self._device)
-        frame.copy_(torch.from_numpy(np.ascontiguousarray(rgb)))  # the one host→device copy
-        image = frame.permute(2, 0, 1).unsqueeze(0).float()
+        staging = self._staging.get(rgb.shape)
+        if staging is None:
+            if len(self._staging) >= 8:
+                self._staging.clear()
+            staging = self._staging[rgb.shape] = torch.empty(
+                rgb.shape, dtype=torch.uint8, device=self._device
+            )
+        staging.copy_(torch.from_numpy(np.ascontiguousarray(rgb)))  # the one host→device copy
+        image = staging.permute(2, 0, 1).unsqueeze(0).float()
         size = (self._plan.height, self._plan.width)
         if tuple(image.shape[-2:]) != size:
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        self._slots[slot].copy_(image)
+        target.copy_(image[0])
 
-    def _execute(self, first: int) -> None:
-        import torch
+    def _stage(self, batch: _BatchSet, requests: Sequence[FlowRequest]) -> int:
+        """Put the pairs' frames into ``batch``'s image buffers; returns the buffer holding the first frames.
 
-        graph = self._graphs.get(first)
+        Every pair continuing the pair previously run at its row (``key1`` = that pair's ``key2``): the
+        buffers swap roles, only the second frames are uploaded. Otherwise a first frame still on the
+        device (any row of the last run) is copied there, the others are uploaded.
+        """
+        resident = batch.keys
+        follows = len(requests) <= len(resident) and all(
+            r.key1 is not None and r.key1 == resident[row] for row, r in enumerate(requests)
+        )
+        if follows:
+            first = batch.second
+        else:
+            first = 1 - batch.second
+            rows = {key: row for row, key in enumerate(resident) if key is not None}
+            for row, r in enumerate(requests):
+                source = rows.get(r.key1) if r.key1 is not None else None
+                if source is not None:
+                    batch.images[first][row].copy_(batch.images[batch.second][source])  # on the device
+                else:
+                    self._upload(r.rgb1, batch.images[first][row])
+        second = 1 - first
+        for row, r in enumerate(requests):
+            self._upload(r.rgb2, batch.images[second][row])
+        batch.second, batch.keys = second, [r.key2 for r in requests]
+        return first
+
+    def _bind(self, batch: _BatchSet, size: int, first: int) -> None:
+        """Tell TensorRT the batch size and the buffers (only what changed since the last run)."""
+        plan = self._plan
+        tensors = [batch.images[first], batch.images[1 - first], batch.flow]
+        binding = (size, *(t.data_ptr() for t in tensors))
+        if binding == self._bound:
+            return
+        self._bound = None
+        if plan.dynamic_batch:
+            shape = (size, 3, plan.height, plan.width)
+            for name in plan.inputs:
+                if not self._context.set_input_shape(name, shape):
+                    raise BackendError(
+                        f"TensorRT refused input shape {shape} for {name!r} (set_input_shape returned "
+                        f"False); the engine's batch profile is {self._profile}"
+                    )
+        for name, tensor in zip((*plan.inputs, plan.output), tensors, strict=True):
+            if not self._context.set_tensor_address(name, tensor.data_ptr()):
+                raise BackendError(
+                    f"TensorRT refused the device address of tensor {name!r} "
+                    "(set_tensor_address returned False)"
+                )
+        self._bound = binding
+
+    def _execute(self, position: int, batch: _BatchSet, size: int, first: int) -> None:
+        key = (position, size, first)
+        graph = self._graphs.get(key)
         if graph is not None:
             graph.replay()
             return
-        if not self._context.execute_async_v3(self._stream.cuda_stream):
-            raise BackendError("TensorRT execution failed (see its log)")
-        if self._use_graphs and first not in self._executed:
-            self._executed.add(first)  # captured after one eager run with these addresses
-        elif self._use_graphs:
-            try:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=self._stream):
-                    self._context.execute_async_v3(self._stream.cuda_stream)
-                self._graphs[first] = graph
-            except Exception as exc:  # capture unsupported for this engine: stay eager
-                log.warning("CUDA graph capture failed, running TensorRT eagerly: %s", exc)
-                self._use_graphs = False
+        self._bind(batch, size, first)
+        if not self._context.execute_async_v3(self._stream_handle()):
+            raise BackendError(
+                f"TensorRT execution failed for a batch of {size} "
+                "(execute_async_v3 returned False; see its log)"
+            )
+        if self._use_graphs:
+            if key in self._executed:
+                self._capture(key)
+            else:
+                self._executed.add(key)  # captured on the next run, after one eager run with these addresses
+
+    def _capture(self, key: tuple[int, int, int]) -> None:
+        try:
+            graph, capture = _graph_capture(self._stream)
+            with capture:
+                ok = self._context.execute_async_v3(self._stream_handle())
+        except Exception as exc:  # capture unsupported for this engine: stay eager
+            log.warning("CUDA graph capture failed, running TensorRT eagerly: %s", exc)
+            self._use_graphs = False
+            return
+        if not ok:
+            self._use_graphs = False
+            raise BackendError(
+                "TensorRT could not run the engine inside a CUDA graph capture (execute_async_v3 returned "
+                "False); later calls run without CUDA graphs (cuda_graph: false skips the attempt)"
+            )
+        self._graphs[key] = graph
+
+    def _deliver(self, flow: Any, request: FlowRequest, size: tuple[int, int], position: int) -> np.ndarray:
+        """The one device→host copy of one pair's (1, 2, H, W) flow, resized to ``size``."""
+        import torch
+
+        from ..models.inference import resize_flow
+
+        out_h, out_w = size
+        result = resize_flow(flow.float(), out_h, out_w)[0].permute(1, 2, 0)
+        if request.out is not None:
+            torch.from_numpy(request.out).copy_(result)  # synchronous
+            return request.out
+        if self._cuda:
+            host = self._host.get((position, out_h, out_w))
+            if host is None:
+                host = torch.empty((out_h, out_w, 2), dtype=torch.float32, pin_memory=True)
+                self._host[(position, out_h, out_w)] = host
+            host.copy_(result, non_blocking=True)  # into page-locked memory; synchronised before returning
+            return host.numpy()
+        return result.clone(memory_format=torch.contiguous_format).numpy()
+
+    # --------------------------------------------------------------------------------------- API
 
     def estimate(
         self,
@@ -345,49 +602,29 @@ class TensorRTFlowEstimator(FlowEstimator):
     ) -> np.ndarray:
         """See ``FlowEstimator.estimate``. Without ``out`` the result is a view of a reused page-locked
         buffer, valid until the next call."""
-        import torch
+        return self.estimate_batch([FlowRequest(rgb1, rgb2, key1, key2, output_size, out)])[0]
 
-        from ..models.inference import resize_flow
-
+    def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
+        """See ``FlowEstimator.estimate_batch``: up to the profile maximum of pairs per engine run, larger
+        calls split into consecutive runs; results in request order. Without ``out`` each result is a view
+        of a reused page-locked buffer (one per position in the call), valid until the next call."""
         if self._closed:
             raise BackendError("estimator was closed")
-        if rgb1.shape != rgb2.shape or rgb1.ndim != 3 or rgb1.shape[2] != 3 or rgb1.dtype != np.uint8:
-            raise ValueError(
-                f"expected two (H, W, 3) uint8 images of one size, got {rgb1.shape} and {rgb2.shape}"
-            )
-        height, width = rgb1.shape[:2]
-        out_h, out_w = output_size or (height, width)
-        if out is not None and (
-            out.shape != (out_h, out_w, 2) or out.dtype != np.float32 or not out.flags.c_contiguous
-        ):
-            raise ValueError(f"out must be a C-contiguous ({out_h}, {out_w}, 2) float32 array")
-        with torch.cuda.device(self._device), torch.cuda.stream(self._stream), torch.inference_mode():
-            if key1 is not None and key1 == self._cached_key:
-                first = self._cached_slot  # already on the device at network size
-            else:
-                first = 0
-                self._upload(rgb1, first)
-            second = 1 - first
-            self._upload(rgb2, second)
-            self._cached_key, self._cached_slot = key2, second
-            self._context.set_tensor_address(self._plan.inputs[0], self._slots[first].data_ptr())
-            self._context.set_tensor_address(self._plan.inputs[1], self._slots[second].data_ptr())
-            self._execute(first)
-            flow = resize_flow(self._flow.float(), out_h, out_w)[0].permute(1, 2, 0)
-            if out is not None:
-                torch.from_numpy(out).copy_(flow)  # the one device→host copy (synchronous)
-                return out
-            host = self._pinned(out_h, out_w)
-            host.copy_(flow, non_blocking=True)  # the one device→host copy, into page-locked memory
-            self._stream.synchronize()
-            return host.numpy()
-
-    def _pinned(self, height: int, width: int) -> Any:
-        import torch
-
-        if self._host_flow is None or tuple(self._host_flow.shape) != (height, width, 2):
-            self._host_flow = torch.empty((height, width, 2), dtype=torch.float32, pin_memory=True)
-        return self._host_flow
+        sizes = [_check_request(r) for r in requests]  # all checked before anything runs
+        results: list[np.ndarray] = []
+        with self._run_scope():
+            for position, (start, stop) in enumerate(split_batches(len(requests), self._profile.max_batch)):
+                chunk = requests[start:stop]
+                batch = self._batch_set(position)
+                first = self._stage(batch, chunk)
+                run = max(len(chunk), self._profile.min_batch)  # rows beyond the chunk: ignored padding
+                self._execute(position, batch, run, first)
+                for row, request in enumerate(chunk):
+                    flow = batch.flow[row : row + 1]
+                    results.append(self._deliver(flow, request, sizes[start + row], start + row))
+            if self._stream is not None:
+                self._stream.synchronize()
+        return results
 
     def close(self) -> None:
         if self._closed:
@@ -395,8 +632,26 @@ class TensorRTFlowEstimator(FlowEstimator):
         import torch
 
         self._closed = True
-        self._stream.synchronize()
+        if self._stream is not None:
+            self._stream.synchronize()
         self._graphs.clear()
+        self._sets, self._staging, self._host = [], {}, {}
         del self._context, self._engine, self._runtime
-        self._slots, self._frames, self._host_flow = [], [None, None], None
-        torch.cuda.empty_cache()
+        if self._cuda:
+            torch.cuda.empty_cache()
+
+
+def _check_request(r: FlowRequest) -> tuple[int, int]:
+    """The output size of a valid request (ValueError otherwise)."""
+    if r.rgb1.shape != r.rgb2.shape or r.rgb1.ndim != 3 or r.rgb1.shape[2] != 3 or r.rgb1.dtype != np.uint8:
+        raise ValueError(
+            f"expected two (H, W, 3) uint8 images of one size, got {r.rgb1.shape} and {r.rgb2.shape}"
+        )
+    if r.rgb2.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {r.rgb2.dtype}")
+    out_h, out_w = r.output_size or (int(r.rgb1.shape[0]), int(r.rgb1.shape[1]))
+    if r.out is not None and (
+        r.out.shape != (out_h, out_w, 2) or r.out.dtype != np.float32 or not r.out.flags.c_contiguous
+    ):
+        raise ValueError(f"out must be a C-contiguous ({out_h}, {out_w}, 2) float32 array")
+    return out_h, out_w

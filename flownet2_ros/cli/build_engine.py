@@ -18,12 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a TensorRT engine for one FlowNet 2.0 stack at one input size, like trtexec "
         "--onnx=... --saveEngine=..., with the correlation as a Python plugin. A checkpoint (or a stack "
         "name, random weights) is first exported to ONNX next to the engine. Writes ENGINE and ENGINE.json "
-        "(TensorRT version, GPU, precision, size, weights hash), checked before the engine is used. Needs "
-        "the full TensorRT (JetPack, or pip install tensorrt) and a CUDA GPU; the engine runs only with "
-        "that TensorRT version and GPU model.",
+        "(TensorRT version, GPU, precision, size, batch profile, weights hash), checked before the engine is "
+        "used. The correlation kernel is compiled and loaded for this GPU first, so a missing NVRTC or a wrong "
+        "cuda-bindings fails in one line. Needs the full TensorRT (JetPack, or pip install tensorrt), a CUDA "
+        "GPU and the [cuda] extra; the engine runs only with that TensorRT version and GPU model.",
         epilog="Examples: flownet2-build-engine --checkpoint FlowNet2_checkpoint.pth.tar --input-size 512x384 "
         "--precision fp16 --output flownet2_512x384_fp16.engine ; flownet2-build-engine --onnx model.onnx "
-        "--output model.engine --timing-cache trt.cache",
+        "--output model.engine --timing-cache trt.cache ; several cameras in one run: flownet2-build-engine "
+        "--checkpoint FlowNet2_checkpoint.pth.tar --input-size 512x384 --batch 1:2:4",
     )
     source = parser.add_argument_group("model (give --onnx, or --checkpoint and/or --model)")
     source.add_argument(
@@ -65,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--opset", type=int, default=17, help="ONNX opset for the export, 17..19 (default: 17)"
     )
     parser.add_argument(
+        "--batch",
+        type=_batch_profile,
+        metavar="MIN:OPT:MAX",
+        help="batch sizes the engine accepts (TensorRT optimization profile; OPT is the size it is tuned "
+        "for), e.g. 1:2:4 for up to 4 camera pairs per run; required for an ONNX exported with "
+        "--dynamic-batch; with --checkpoint/--model anything but 1:1:1 exports a dynamic batch "
+        "(default: 1:1:1, a static engine)",
+    )
+    parser.add_argument(
         "--workspace",
         type=int,
         default=4096,
@@ -87,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", "-v", action="store_true", help="TensorRT's verbose build log")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+def _batch_profile(text: str) -> Any:
+    from ..export.engine_metadata import BatchProfile
+
+    try:
+        return BatchProfile.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _check_size(size: tuple[int, int] | None) -> None:
@@ -151,6 +171,10 @@ def _run(args: argparse.Namespace) -> int:
         height, width = args.input_size
         model, label = _load_model(args)
         stack = type(model).__name__
+        if args.correlation == "plugin" and _has_correlation(model):
+            from ..ops import cuda_correlation
+
+            cuda_correlation.prepare_kernel(0)  # the kernel for this GPU, before a long export (one line)
         output = args.output or Path(f"{stack}_{width}x{height}_{args.precision}.engine")
         onnx_path = output.with_suffix(".onnx")
         from ..export.onnx_export import export_onnx
@@ -164,6 +188,7 @@ def _run(args: argparse.Namespace) -> int:
             precision=args.precision,
             opset=args.opset,
             correlation=args.correlation,
+            dynamic_batch=args.batch is not None and not args.batch.is_static,
         )
     print(f"{PROG}: building {output} from {onnx_path} ({args.precision}) ...", file=sys.stderr)
     engine = engine_builder.build_engine(
@@ -175,16 +200,23 @@ def _run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         progress=progress,
         metadata=overrides,
+        batch=args.batch,
     )
     from ..export.engine_metadata import read_metadata, sidecar_path
 
     meta = read_metadata(engine)
     print(
         f"{engine} ({meta.engine_size / 2**20:.1f} MiB): {meta.stack} {meta.input_width}x{meta.input_height} "
-        f"{meta.precision}, TensorRT {meta.tensorrt_version} on {meta.gpu_name} (sm {meta.compute_capability}); "
-        f"metadata {sidecar_path(engine)}"
+        f"{meta.precision}, batch {meta.batch_profile}, TensorRT {meta.tensorrt_version} on {meta.gpu_name} "
+        f"(sm {meta.compute_capability}); metadata {sidecar_path(engine)}"
     )
     return 0
+
+
+def _has_correlation(model: Any) -> bool:
+    from ..ops.correlation import Correlation
+
+    return any(isinstance(module, Correlation) for module in model.modules())
 
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, str]:

@@ -1,23 +1,28 @@
 """ONNX → TensorRT engine, with its sidecar metadata; and the runtime's "load, or rebuild into a cache".
 
-:func:`build_engine` is a thin layer over TensorRT's documented builder API (10.3 … 11.x): register the
-correlation plugin, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (fp16 comes from the ONNX graph's
-own casts — TensorRT 11 has no FP16 builder flag; explicit batch is the default since 10.0), ``OnnxParser``
-(unknown nodes fall back to registered plugins by op_type), workspace through
-``set_memory_pool_limit(WORKSPACE, …)``, an optional timing cache loaded and saved, an
-``IProgressMonitor`` feeding tqdm bars, ``build_serialized_network``, then the engine and
-``<engine>.json`` written atomically.
+:func:`build_engine` is a thin layer over TensorRT's documented builder API (10.3 … 11.x): compile and load
+the correlation kernel for this GPU first (:func:`~..ops.cuda_correlation.prepare_kernel`: a toolchain
+problem is one line naming the fix, not an exception swallowed inside the plugin's ``enqueue`` during
+timing), register the correlation plugin, ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` (fp16 comes
+from the ONNX graph's own casts — TensorRT 11 has no FP16 builder flag; explicit batch is the default
+since 10.0), ``OnnxParser`` (unknown nodes fall back to registered plugins by op_type), one optimization
+profile covering every input with a dynamic (-1) batch dimension (``batch=MIN:OPT:MAX``; TensorRT refuses
+to build such a network without one), workspace through ``set_memory_pool_limit(WORKSPACE, …)``, an
+optional timing cache loaded and saved, an ``IProgressMonitor`` feeding tqdm bars,
+``build_serialized_network``, then the engine and ``<engine>.json`` (with the batch profile) written
+atomically.
 
 Every decision around the builder is a plain function, tested without TensorRT: argument validation
 (:func:`validate_build_args`), why no engine can be built here (:func:`builder_unavailable_reason`,
-:func:`gpu_unavailable_reason`), parse-error wording (:func:`describe_parse_errors`), the metadata
-(:func:`make_metadata`, :func:`read_onnx_metadata`). The TensorRT module and the GPU description are
-injectable (``trt_module=``, ``gpu=``), so the whole flow also runs in tests against a stand-in. Only the
-real parse and build need the full TensorRT with a GPU.
+:func:`gpu_unavailable_reason`), parse-error wording (:func:`describe_parse_errors`), the batch profile
+(:func:`plan_batch_profile`), the metadata (:func:`make_metadata`, :func:`read_onnx_metadata`). The
+TensorRT module and the GPU description are injectable (``trt_module=``, ``gpu=``), so the whole flow also
+runs in tests against a stand-in. Only the real parse and build need the full TensorRT with a GPU.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +32,8 @@ from typing import Any
 
 from .. import __version__
 from .engine_metadata import (
+    STATIC_BATCH,
+    BatchProfile,
     EngineExpectation,
     EngineMetadata,
     EngineMismatchError,
@@ -34,6 +41,7 @@ from .engine_metadata import (
     engine_cache_path,
     file_sha256,
     now_iso,
+    read_metadata,
     write_metadata,
 )
 from .plugin_spec import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
@@ -51,10 +59,12 @@ __all__ = [
     "gpu_unavailable_reason",
     "load_or_rebuild_engine",
     "make_metadata",
+    "plan_batch_profile",
     "read_onnx_metadata",
     "validate_build_args",
 ]
 
+log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16")
 PLUGIN_ID = f"{PLUGIN_NAME}/{PLUGIN_VERSION}/{PLUGIN_NAMESPACE}"
 _ONNX_META_PREFIX = "flownet2_ros."
@@ -62,7 +72,8 @@ GpuDescription = tuple[str, str]  # (name, compute capability "8.7")
 
 
 class EngineBuildError(RuntimeError):
-    """An engine cannot be built (no TensorRT builder, no GPU, parse failure, build failure)."""
+    """An engine cannot be built (no TensorRT builder, no GPU, the correlation kernel unusable, parse
+    failure, no batch profile for a dynamic batch, build failure)."""
 
 
 # ------------------------------------------------------------------------------------------ environment
@@ -171,12 +182,14 @@ def make_metadata(
     gpu: GpuDescription,
     onnx_meta: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    batch: BatchProfile | None = None,
 ) -> EngineMetadata:
     """Sidecar content for an engine built from ``onnx_path`` (engine hash/size filled in after writing).
 
-    Size, stack, weights hash and plugin come from the exporter's ONNX metadata; ``overrides`` (field →
-    value) take precedence. Without ONNX metadata the source is the ONNX file's SHA-256 and the size must
-    be given in ``overrides`` (``input_height``/``input_width``).
+    Size, stack, weights hash and plugin come from the exporter's ONNX metadata; ``batch`` is the
+    engine's batch profile (default 1:1:1); ``overrides`` (field → value) take precedence. Without ONNX
+    metadata the source is the ONNX file's SHA-256 and the size must be given in ``overrides``
+    (``input_height``/``input_width``).
 
     Raises:
         ValueError: the ONNX's precision contradicts ``precision``, or no input size is known.
@@ -205,6 +218,8 @@ def make_metadata(
         "created": now_iso(),
         "onnx_sha256": onnx_sha,
     }
+    profile = batch or STATIC_BATCH
+    values.update(batch_min=profile.min_batch, batch_opt=profile.opt_batch, batch_max=profile.max_batch)
     overrides = dict(overrides or {})
     for key in ("input_height", "input_width"):
         if values[key] is not None and key in overrides and int(overrides[key]) != values[key]:
@@ -250,6 +265,53 @@ def describe_parse_errors(errors: Sequence[Any]) -> str:
     return text
 
 
+def plan_batch_profile(
+    inputs: Sequence[tuple[str, Sequence[int]]], batch: BatchProfile | None, source: str = "the ONNX model"
+) -> tuple[BatchProfile, list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]]]]:
+    """The batch profile of a network with these ``(name, shape)`` inputs, and the profile's shapes.
+
+    An input with a -1 first dimension gets ``(name, min, opt, max)`` shapes with ``batch``'s sizes in
+    that dimension; no input dynamic: the static batch (first dimension) is the profile and no shapes are
+    needed.
+
+    Returns:
+        (profile recorded in the sidecar, shapes for ``IOptimizationProfile.set_shape``).
+
+    Raises:
+        EngineBuildError: a dynamic batch without ``batch`` (the message names ``--batch``), a dynamic
+            dimension other than the batch, a ``batch`` other than the static batch of a static network.
+    """
+    dynamic = [
+        (name, tuple(int(d) for d in shape)) for name, shape in inputs if any(int(d) < 0 for d in shape)
+    ]
+    for name, shape in dynamic:
+        if len(shape) == 0 or any(d < 0 for d in shape[1:]):
+            raise EngineBuildError(
+                f"input {name!r} of {source} has dynamic dimensions other than the batch {shape}; export it "
+                "with a static input size"
+            )
+    if not dynamic:
+        firsts = {int(shape[0]) for _, shape in inputs if len(shape) > 0}
+        static = BatchProfile(*(3 * [firsts.pop()])) if len(firsts) == 1 else STATIC_BATCH
+        if batch is not None and batch != static:
+            raise EngineBuildError(
+                f"{source} has a static batch of {static.max_batch}, so it cannot be built with batch "
+                f"profile {batch}; export it with --dynamic-batch (flownet2-export-onnx) or drop --batch"
+            )
+        return static, []
+    if batch is None:
+        name, shape = dynamic[0]
+        raise EngineBuildError(
+            f"{source} has a dynamic batch dimension (input {name!r} {list(shape)}): give the batch sizes "
+            "to build for with --batch MIN:OPT:MAX, e.g. --batch 1:2:4 (build_engine(batch=...))"
+        )
+    shapes = [
+        (name, (batch.min_batch, *shape[1:]), (batch.opt_batch, *shape[1:]), (batch.max_batch, *shape[1:]))
+        for name, shape in dynamic
+    ]
+    return batch, shapes
+
+
 # ------------------------------------------------------------------------------------------- building
 
 
@@ -291,6 +353,16 @@ def _progress_monitor(trt: Any) -> Any:
     return TqdmProgress()
 
 
+def _prepare_kernel(device: int = 0) -> None:
+    """The correlation kernel compiled and loaded for the build GPU, before TensorRT touches the network."""
+    from ..ops import cuda_correlation
+
+    try:
+        cuda_correlation.prepare_kernel(device)
+    except cuda_correlation.CudaCorrelationError as exc:
+        raise EngineBuildError(str(exc)) from None
+
+
 def _write_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -312,6 +384,7 @@ def build_engine(
     verbose: bool = False,
     progress: bool = True,
     metadata: Mapping[str, Any] | None = None,
+    batch: BatchProfile | str | None = None,
     trt_module: Any | None = None,
     gpu: GpuDescription | None = None,
 ) -> Path:
@@ -325,6 +398,8 @@ def build_engine(
         timing_cache: file to load timing data from (if present) and to save it to afterwards.
         verbose: TensorRT's verbose log (else warnings only). progress: tqdm bars per build phase.
         metadata: sidecar fields overriding what is read from the ONNX (e.g. ``stack``, ``input_height``).
+        batch: batch profile (``BatchProfile`` or ``"MIN:OPT:MAX"``) for an ONNX exported with a dynamic
+            batch (required there); a static export takes None (or its own static batch, ``1:1:1``).
         trt_module: the TensorRT module (default: ``import tensorrt``). gpu: (name, compute capability)
             of the build GPU (default: CUDA device 0).
 
@@ -332,9 +407,11 @@ def build_engine(
         Path: ``engine_path``.
 
     Raises:
-        ValueError: bad arguments. EngineBuildError: no TensorRT builder, no GPU, parse or build failure.
+        ValueError: bad arguments. EngineBuildError: no TensorRT builder, no GPU, the correlation kernel
+            unusable here, parse failure, no or a wrong batch profile, build failure.
     """
     validate_build_args(onnx_path, engine_path, precision, workspace_mb, timing_cache)
+    profile = BatchProfile.parse(batch) if isinstance(batch, str) else batch
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     trt = trt_module if trt_module is not None else import_tensorrt()
     reason = builder_unavailable_reason(trt)
@@ -347,6 +424,8 @@ def build_engine(
         onnx_path, precision, trt_version=str(trt.__version__), gpu=gpu, overrides=metadata
     )
 
+    if sidecar.plugin:  # the network holds the correlation plugin: its kernel must work on this GPU
+        _prepare_kernel()
     register_plugin(trt)
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -354,13 +433,30 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(describe_parse_errors([parser.get_error(i) for i in range(parser.num_errors)]))
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    profile, shapes = plan_batch_profile(
+        [(tensor.name, tuple(tensor.shape)) for tensor in inputs], profile, onnx_path.name
+    )
+    sidecar = replace(
+        sidecar, batch_min=profile.min_batch, batch_opt=profile.opt_batch, batch_max=profile.max_batch
+    )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if shapes:
+        optimization = builder.create_optimization_profile()
+        for name, low, opt, high in shapes:
+            optimization.set_shape(name, low, opt, high)
+        if config.add_optimization_profile(optimization) < 0:
+            raise EngineBuildError(f"TensorRT rejected the batch profile {profile} (see its log above)")
     cache_file = Path(timing_cache) if timing_cache is not None else None
     if cache_file is not None:
         cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-        config.set_timing_cache(cache, False)
+        if not config.set_timing_cache(cache, False):
+            # Made by another TensorRT version or GPU: start afresh (it is rewritten after the build).
+            log.warning("timing cache %s does not fit this TensorRT/GPU; starting an empty one", cache_file)
+            if not config.set_timing_cache(config.create_timing_cache(b""), False):
+                raise EngineBuildError(f"TensorRT refused an empty timing cache (for {cache_file})")
     monitor = _progress_monitor(trt) if progress else None
     if monitor is not None:
         config.progress_monitor = monitor
@@ -385,6 +481,7 @@ def load_or_rebuild_engine(
     rebuild: bool = False,
     workspace_mb: int = 4096,
     progress: bool = False,
+    batch: BatchProfile | None = None,
     trt_module: Any | None = None,
     gpu: GpuDescription | None = None,
     builder: Callable[..., Path] | None = None,
@@ -393,7 +490,8 @@ def load_or_rebuild_engine(
 
     With ``rebuild`` and an ``onnx_path``, a mismatched or corrupt engine is rebuilt from the ONNX into
     ``cache_dir`` (default: the engine's folder) under :func:`~.engine_metadata.engine_cache_path`; an
-    engine already cached for these conditions is reused.
+    engine already cached for these conditions is reused. The rebuild keeps the batch profile of the
+    engine it replaces (``batch`` overrides it; 1:1:1 when that sidecar is unreadable).
 
     Returns:
         (path, sentence saying what was chosen and why).
@@ -418,11 +516,21 @@ def load_or_rebuild_engine(
     if trt is None:
         raise EngineBuildError(builder_unavailable_reason(None) or "TensorRT unavailable")
     gpu = gpu or describe_gpu()
+    if batch is None:
+        try:
+            batch = read_metadata(engine_path).batch_profile
+        except EngineMismatchError:
+            batch = None
     overrides: dict[str, Any] = {}
     if expected.input_size is not None:
         overrides["input_height"], overrides["input_width"] = expected.input_size
     wanted = make_metadata(
-        onnx_path, expected.precision, trt_version=str(trt.__version__), gpu=gpu, overrides=overrides
+        onnx_path,
+        expected.precision,
+        trt_version=str(trt.__version__),
+        gpu=gpu,
+        overrides=overrides,
+        batch=batch,
     )
     target = engine_cache_path(cache_dir if cache_dir is not None else engine_path.parent, wanted)
     try:
@@ -439,6 +547,7 @@ def load_or_rebuild_engine(
         workspace_mb=workspace_mb,
         progress=progress,
         metadata=overrides,
+        batch=batch,
         trt_module=trt,
         gpu=gpu,
     )

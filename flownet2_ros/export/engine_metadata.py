@@ -1,9 +1,11 @@
 """The sidecar JSON written next to every TensorRT engine, and the checks made before deserialising one.
 
 A serialised engine runs only with the TensorRT version and the GPU model it was built with, at the one
-input size and precision it was built for. ``<engine>.json`` (``model.engine`` → ``model.engine.json``)
-records those facts plus where the weights came from, so that a mismatch is reported as a sentence
-(:class:`EngineMismatchError`) instead of a deserialisation failure or silently wrong flow.
+input size and precision it was built for, and for batch sizes within its optimization profile.
+``<engine>.json`` (``model.engine`` → ``model.engine.json``) records those facts plus where the weights
+came from, so that a mismatch is reported as a sentence (:class:`EngineMismatchError`) instead of a
+deserialisation failure or silently wrong flow. :class:`BatchProfile` is the batch range (``MIN:OPT:MAX``;
+``1:1:1`` for a static export; sidecars written before it existed read as ``1:1:1``).
 :func:`engine_cache_path` names a rebuilt engine deterministically from the fields that make it valid.
 """
 
@@ -21,6 +23,8 @@ from typing import Any
 __all__ = [
     "CACHE_KEY_FIELDS",
     "SCHEMA_VERSION",
+    "STATIC_BATCH",
+    "BatchProfile",
     "EngineExpectation",
     "EngineMetadata",
     "EngineMismatchError",
@@ -33,7 +37,7 @@ __all__ = [
     "write_metadata",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: batch_min/batch_opt/batch_max (absent in 1, meaning 1:1:1)
 #: Fields that decide whether an engine can be reused; they form the cache key.
 CACHE_KEY_FIELDS = (
     "tensorrt_version",
@@ -50,6 +54,47 @@ CACHE_KEY_FIELDS = (
 
 class EngineMismatchError(RuntimeError):
     """An engine that must not be used here: missing/corrupt file or sidecar, or built for other conditions."""
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch sizes an engine accepts: TensorRT's optimization profile for the batch dimension.
+
+    ``min_batch`` ≤ ``opt_batch`` (the size TensorRT tunes for) ≤ ``max_batch``, all ≥ 1.
+
+    Raises:
+        ValueError: not positive ints, or not ordered.
+    """
+
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 1
+
+    def __post_init__(self) -> None:
+        values = (self.min_batch, self.opt_batch, self.max_batch)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            raise ValueError(f"batch sizes must be positive ints, got {':'.join(map(str, values))}")
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(f"batch profile must satisfy MIN <= OPT <= MAX, got {self}")
+
+    @classmethod
+    def parse(cls, text: str) -> BatchProfile:
+        """``"MIN:OPT:MAX"`` (e.g. ``"1:2:4"``) → BatchProfile (ValueError with the expected form)."""
+        parts = str(text).strip().split(":")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"batch profile must be MIN:OPT:MAX such as 1:2:4, got {text!r}")
+        return cls(*(int(p) for p in parts))
+
+    @property
+    def is_static(self) -> bool:
+        """True for ``1:1:1`` (what a static export is built with)."""
+        return self == STATIC_BATCH
+
+    def __str__(self) -> str:
+        return f"{self.min_batch}:{self.opt_batch}:{self.max_batch}"
+
+
+STATIC_BATCH = BatchProfile(1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,9 @@ class EngineMetadata:
     engine_sha256: str = ""  # of the engine file (detects a replaced or truncated engine)
     engine_size: int = 0
     onnx_sha256: str = ""
+    batch_min: int = 1  # the optimization profile of the batch dimension (1:1:1 for a static export)
+    batch_opt: int = 1
+    batch_max: int = 1
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -80,6 +128,12 @@ class EngineMetadata:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        BatchProfile(self.batch_min, self.batch_opt, self.batch_max)  # validates
+
+    @property
+    def batch_profile(self) -> BatchProfile:
+        """The batch sizes the engine accepts."""
+        return BatchProfile(self.batch_min, self.batch_opt, self.batch_max)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -99,8 +153,11 @@ class EngineMetadata:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def cache_key(self) -> str:
-        """SHA-256 over :data:`CACHE_KEY_FIELDS` (canonical JSON)."""
-        relevant = {name: getattr(self, name) for name in CACHE_KEY_FIELDS}
+        """SHA-256 over :data:`CACHE_KEY_FIELDS` (canonical JSON), plus the batch profile unless 1:1:1
+        (so keys of static engines are those of sidecars without a profile)."""
+        relevant: dict[str, Any] = {name: getattr(self, name) for name in CACHE_KEY_FIELDS}
+        if not self.batch_profile.is_static:
+            relevant["batch"] = str(self.batch_profile)
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -228,7 +285,8 @@ def engine_cache_path(cache_dir: str | Path, metadata: EngineMetadata) -> Path:
     """Deterministic engine path in ``cache_dir`` for these build conditions.
 
     ``<stack>_<W>x<H>_<precision>_<first 16 hex of the cache key>.engine``; the key covers TensorRT version,
-    GPU, compute capability, precision, size, stack, weights and plugin, and nothing else (not the time).
+    GPU, compute capability, precision, size, stack, weights, plugin and a batch profile other than 1:1:1,
+    and nothing else (not the time).
     """
     safe_stack = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in metadata.stack) or "model"
     name = (

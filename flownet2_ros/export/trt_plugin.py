@@ -18,6 +18,11 @@ kernel accumulates in fp32. Output shape (B, (2d+1)², H', W') with
 ``H' = ceil((H + 2·pad − 2·(max_displacement + kernel_size // 2)) / stride1)`` built symbolically from the
 input's dimensions (SUM/SUB and CEIL_DIV), so the plugin also works with a dynamic batch.
 
+Timing cache: IPluginV3 plugins are left out of TensorRT's timing cache unless they set
+``timing_cache_id`` (TensorRT 10.3: a null ID disables it); this plugin sets it to its parameters
+(:func:`timing_cache_id`) — TensorRT prefixes the shapes, formats and types itself — so identical
+correlation layers are timed once and rebuilds with ``--timing-cache`` reuse the timing.
+
 The decisions (field parsing, output-size formula, format negotiation) are plain functions
 (:func:`params_from_fields`, :func:`output_dims`, :func:`format_combination_supported`) tested without
 TensorRT objects; the plugin methods are thin adapters over them, tested with the lean runtime's real
@@ -61,6 +66,7 @@ __all__ = [
     "register_plugin",
     "require_tensorrt",
     "tensorrt_version",
+    "timing_cache_id",
 ]
 
 MIN_TENSORRT_VERSION = (10, 3)
@@ -217,6 +223,19 @@ def output_dims(
     return [dims[0], const(params.output_channels), spatial(dims[2]), spatial(dims[3])]
 
 
+def timing_cache_id(params: CorrelationParams) -> str:
+    """The plugin's timing-cache ID: its creation state, e.g. ``"p20k1d20s1s2m1"`` for FlowNetC.
+
+    TensorRT forms the cache key from this suffix plus the inputs' and outputs' shapes, formats and types;
+    NVIDIA's samples use ``""``, which would also do (the plugin has one tactic), but naming the parameters
+    keeps two differently configured layers of one shape apart.
+    """
+    return (
+        f"p{params.pad_size}k{params.kernel_size}d{params.max_displacement}s{params.stride1}s{params.stride2}"
+        f"m{params.corr_multiply:g}"
+    )
+
+
 def int_op(kind: str, a: int, b: int) -> int:
     """:func:`output_dims`'s operations on ints (what TensorRT computes once shapes are known)."""
     if kind == "SUM":
@@ -281,6 +300,7 @@ def _make_classes(trt: Any) -> tuple[type, type]:
             self.plugin_version = PLUGIN_VERSION
             self.plugin_namespace = PLUGIN_NAMESPACE
             self.num_outputs = 1
+            self.timing_cache_id = timing_cache_id(params)  # else the timing cache skips the plugin
             self.params = params
             self.phase = phase
             self.input_shape: tuple[int, ...] | None = None

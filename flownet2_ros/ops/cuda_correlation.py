@@ -10,6 +10,9 @@ device's exact ``sm_XY`` (runs on any driver of the same CUDA major version), fa
 - :func:`launch_config` — grid, block, shared memory and entry point for a problem (pure arithmetic).
 - :func:`launch_correlation` — launch on raw device pointers and a CUDA stream handle (what the
   TensorRT plugin's ``enqueue`` calls).
+- :func:`prepare_kernel` — compile and load the module for a GPU *now* and check the toolchain (driver,
+  cuda-bindings and NVRTC versions), so that a problem is one line naming the fix before TensorRT parses,
+  builds or deserialises anything (an exception inside the plugin's ``enqueue`` is swallowed by TensorRT).
 - :func:`correlation_cuda` — the same for CUDA tensors, on torch's current stream.
 - :func:`benchmark_cuda_correlation` — the fast kernel against the naive kernel and the torch op.
 
@@ -29,6 +32,7 @@ import ctypes
 import functools
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +51,7 @@ __all__ = [
     "VARIANTS",
     "CorrelationParams",
     "CudaCorrelationError",
+    "KernelStatus",
     "LaunchConfig",
     "benchmark_cuda_correlation",
     "compile_cubin",
@@ -57,6 +62,7 @@ __all__ = [
     "launch_config",
     "launch_correlation",
     "nvrtc_available",
+    "prepare_kernel",
     "ptx_entry_points",
 ]
 
@@ -393,13 +399,21 @@ class _DriverLauncher:
             return None
         return rest[0] if len(rest) == 1 else rest
 
-    def launch(self, cfg: LaunchConfig, args: list[tuple[Any, str]], stream: int) -> None:
-        fn = self._functions.get(cfg.entry)
+    def _function(self, entry: str) -> Any:
+        fn = self._functions.get(entry)
         if fn is None:
-            fn = self._check(
-                self._driver.cuModuleGetFunction(self._module, cfg.entry.encode()), "get function"
+            fn = self._functions[entry] = self._check(
+                self._driver.cuModuleGetFunction(self._module, entry.encode()), f"get function {entry}"
             )
-            self._functions[cfg.entry] = fn
+        return fn
+
+    def load_all(self) -> None:
+        """Resolve every entry point now (what :func:`prepare_kernel` checks)."""
+        for entry in ENTRY_POINTS.values():
+            self._function(entry)
+
+    def launch(self, cfg: LaunchConfig, args: list[tuple[Any, str]], stream: int) -> None:
+        fn = self._function(cfg.entry)
         ctype = {"ptr": ctypes.c_void_p, "int": ctypes.c_int, "float": ctypes.c_float}
         values = tuple(value for value, _ in args)
         types = tuple(ctype[kind] for _, kind in args)
@@ -422,6 +436,13 @@ class _CupyLauncher:
         with cupy.cuda.Device(device):
             self._module = cupy.RawModule(code=kernel_source())
         self._functions: dict[str, Any] = {}
+
+    def load_all(self) -> None:
+        """Compile (CuPy compiles lazily) and resolve every entry point now."""
+        with self._cupy.cuda.Device(self._device):
+            for entry in ENTRY_POINTS.values():
+                if entry not in self._functions:
+                    self._functions[entry] = self._module.get_function(entry)
 
     def launch(self, cfg: LaunchConfig, args: list[tuple[Any, str]], stream: int) -> None:
         import numpy as np
@@ -549,6 +570,230 @@ def launch_correlation(
         args.insert(0, (batch, "int"))
     _launcher(_current_device() if device is None else device).launch(cfg, args, int(stream))
     return cfg
+
+
+# ------------------------------------------------------------------------------------------- fail early
+
+#: What installs a CUDA-12 toolchain for the kernel (the package's ``cuda`` / ``tensorrt-cu12`` extras).
+CUDA12_FIX = "pip install 'cuda-bindings>=12,<13' nvidia-cuda-nvrtc-cu12 (the [cuda] extra)"
+
+
+@dataclass(frozen=True)
+class KernelStatus:
+    """What :func:`prepare_kernel` compiled and loaded, and with which toolchain."""
+
+    device: int
+    compute_capability: str  # "8.7"
+    launcher: str  # "cuda-python" | "cupy"
+    toolchain: str  # e.g. "driver CUDA 12.6, cuda-bindings 12.9.0, NVRTC 12.9"
+    seconds: float
+
+    def summary(self) -> str:
+        return (
+            f"correlation kernel ready on device {self.device} (sm_{self.compute_capability.replace('.', '')}) "
+            f"via {self.launcher}: {self.toolchain} ({self.seconds:.1f} s)"
+        )
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line of ``text``, whitespace collapsed."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return ""
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """Leading numeric components of a version string: "12.9.0rc1" → (12, 9, 0)."""
+    parts = []
+    for piece in text.split("."):
+        digits = re.match(r"\d+", piece)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def _bindings_version() -> str:
+    """The installed cuda-bindings (or old cuda-python) version, "" when unknown."""
+    from importlib import metadata
+
+    for distribution in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def _driver_cuda_version() -> tuple[int, int] | None:
+    """The CUDA version the installed driver supports, read from libcuda with ctypes (independent of
+    cuda-bindings, whose own calls may fail when its major version is too new); None without a driver."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        if lib.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value <= 0:
+            return None
+        return version.value // 1000, (version.value % 1000) // 10
+    return None
+
+
+def _device_capability(device: int) -> tuple[int, int]:
+    """(major, minor) of CUDA device ``device``, and its primary context made current on this thread (the
+    context TensorRT and torch use, so the module loaded now is the one ``enqueue`` finds)."""
+    from cuda.bindings import driver
+
+    def check(result: Any, what: str) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise CudaCorrelationError(f"CUDA driver call {what} failed: {err}")
+        return rest[0] if len(rest) == 1 else rest
+
+    check(driver.cuInit(0), "cuInit")
+    count = check(driver.cuDeviceGetCount(), "cuDeviceGetCount")
+    if not 0 <= device < int(count):
+        raise CudaCorrelationError(f"CUDA device {device} does not exist ({count} device(s))")
+    dev = check(driver.cuDeviceGet(device), "cuDeviceGet")
+    current = check(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+    if current is None or int(current) == 0:
+        ctx = check(driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+        check(driver.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    attr = driver.CUdevice_attribute
+    major = check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "attr")
+    minor = check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "attr")
+    return int(major), int(minor)
+
+
+def _check_cuda_python_toolchain() -> tuple[str, tuple[int, int]]:
+    """Driver, cuda-bindings and NVRTC present and of compatible major versions.
+
+    Returns:
+        (description, driver CUDA version). Raises CudaCorrelationError: one line naming the fix.
+    """
+    try:
+        from cuda.bindings import driver  # noqa: F401
+    except ImportError:
+        found = _bindings_version()
+        if found:
+            raise CudaCorrelationError(
+                f"cuda-python {found} is too old (no cuda.bindings module): {CUDA12_FIX}"
+            ) from None
+        raise CudaCorrelationError(f"cuda-bindings is not installed: {CUDA12_FIX}") from None
+    bindings = _bindings_version()
+    driver_version = _driver_cuda_version()
+    if driver_version is None:
+        raise CudaCorrelationError(
+            "no NVIDIA driver could be loaded (libcuda.so.1): install the NVIDIA driver (JetPack on a Jetson)"
+        )
+    drv_major, drv_minor = driver_version
+    fix = f"pip install 'cuda-bindings>={drv_major},<{drv_major + 1}'"
+    bind_major = (_version_tuple(bindings) or (0,))[0]
+    if bind_major > drv_major:
+        raise CudaCorrelationError(
+            f"cuda-bindings {bindings} needs a driver for CUDA {bind_major}, but this driver supports CUDA "
+            f"{drv_major}.{drv_minor}: {fix}{' (the [cuda] extra pins it)' if drv_major == 12 else ''}"
+        )
+    reason = nvrtc_available()
+    nvrtc = _nvrtc_module()
+    if reason is not None or nvrtc is None:
+        raise CudaCorrelationError(
+            f"NVRTC is not usable ({_one_line(reason or 'not found')}): "
+            f"pip install nvidia-cuda-nvrtc-cu{drv_major}"
+        )
+    _, nv_major, nv_minor = nvrtc.nvrtcVersion()
+    if int(nv_major) > drv_major:
+        raise CudaCorrelationError(
+            f"NVRTC {nv_major}.{nv_minor} makes code that this driver (CUDA {drv_major}.{drv_minor}) cannot "
+            f"load: pip install nvidia-cuda-nvrtc-cu{drv_major} and {fix}"
+        )
+    text = (
+        f"driver CUDA {drv_major}.{drv_minor}, cuda-bindings {bindings or '?'}, NVRTC {nv_major}.{nv_minor}"
+    )
+    return text, driver_version
+
+
+def _compile_for(major: int, minor: int, toolchain: str) -> None:
+    """Compile the kernel for sm_XY (falling back to PTX, as the launcher does); one-line failure."""
+    try:
+        compile_cubin(f"sm_{major}{minor}")
+        return
+    except CudaCorrelationError as exc:
+        cubin_error = _one_line(str(exc))
+    try:
+        _nvrtc_compile(f"compute_{major}{minor}")
+    except CudaCorrelationError:
+        raise CudaCorrelationError(
+            f"the correlation kernel does not compile for sm_{major}{minor} (compute capability "
+            f"{major}.{minor}) with {toolchain}: {cubin_error}; install an NVRTC that knows this GPU and is "
+            f"not newer than the driver (pip install -U nvidia-cuda-nvrtc-cu12, or JetPack's CUDA)"
+        ) from None
+
+
+def prepare_kernel(device: int = 0) -> KernelStatus:
+    """Compile and load the correlation kernel for CUDA device ``device`` now, in this process.
+
+    The engine builder and the TensorRT backend call this before TensorRT parses, builds or deserialises
+    anything: inside the plugin's ``enqueue`` an exception is caught by TensorRT (10.3 prints "Exception
+    thrown from enqueue()" and the build fails with an unrelated-looking error). The module loaded here
+    (for the device's primary context) is the one :func:`launch_correlation` reuses; calling this again is
+    cheap.
+
+    Checks, in order (cuda-python launcher): cuda-bindings importable, an NVIDIA driver, cuda-bindings'
+    major version not newer than the driver's CUDA (cuda-bindings 13 needs a CUDA 13 driver; JetPack 6 has
+    CUDA 12), NVRTC loadable and not newer than the driver, the kernel compiling for this compute capability,
+    the module loading with every entry point. With ``FLOWNET2_CUDA_LAUNCHER=cupy`` (or no cuda-python but
+    CuPy) CuPy compiles and loads it instead.
+
+    Returns:
+        KernelStatus: device, compute capability, launcher, toolchain versions, seconds taken.
+
+    Raises:
+        CudaCorrelationError: one line that names the fix.
+    """
+    start = time.perf_counter()
+    forced = os.environ.get("FLOWNET2_CUDA_LAUNCHER", "")
+    if forced not in ("", "cuda-python", "cupy"):
+        raise CudaCorrelationError(f"FLOWNET2_CUDA_LAUNCHER must be cuda-python or cupy, not {forced!r}")
+    kind = forced
+    if not kind:
+        kind = "cuda-python"
+        if _nvrtc_module() is None:
+            try:
+                import cupy
+
+                kind = "cupy"
+            except ImportError:
+                pass
+    if kind == "cuda-python":
+        toolchain, _driver = _check_cuda_python_toolchain()
+        major, minor = _device_capability(device)
+        _compile_for(major, minor, toolchain)
+    else:
+        try:
+            import cupy
+        except ImportError:
+            raise CudaCorrelationError(
+                f"FLOWNET2_CUDA_LAUNCHER=cupy but CuPy is not installed: {CUDA12_FIX}"
+            ) from None
+        major, minor = (int(v) for v in cupy.cuda.Device(device).compute_capability)
+        toolchain = f"CuPy {cupy.__version__}"
+    try:
+        launcher = _launcher(device)
+        launcher.load_all()
+    except CudaCorrelationError as exc:
+        raise CudaCorrelationError(
+            f"the correlation kernel could not be loaded on CUDA device {device} (sm_{major}{minor}) with "
+            f"{toolchain}: {_one_line(str(exc))}; {CUDA12_FIX}"
+        ) from None
+    except Exception as exc:  # CuPy's compile and driver errors
+        raise CudaCorrelationError(
+            f"the correlation kernel could not be compiled/loaded on CUDA device {device} (sm_{major}{minor}) "
+            f"with {toolchain}: {_one_line(str(exc))}"
+        ) from None
+    return KernelStatus(device, f"{major}.{minor}", kind, toolchain, time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------------------------- torch
