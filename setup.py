@@ -27,6 +27,9 @@ setup(
         "opencv-python-headless>=4.7",
         "tqdm>=4.60",
         "PyYAML>=5.4",
+        # ROS 2 bags (MCAP, SQLite3) without ROS installed: flownet2-bag, the player's bag mode, the demo
+        # bag. Required rather than an extra: it is small, has wheels for every platform, and the demo uses it.
+        "rosbags>=0.11",
     ],
     extras_require={
         # ONNX export and its validation on ONNX Runtime (correlation custom op in Python).
@@ -34,7 +37,18 @@ setup(
         # Training logs and evaluation plots.
         "train": ["matplotlib>=3.6", "tensorboard>=2.14", "scikit-image>=0.21"],
         # The correlation kernel compiled with NVRTC and launched through CUDA's Python bindings (GPU machines).
+        # Pinned to CUDA 12: cuda-bindings 13 needs a CUDA 13 driver (R580+), while JetPack 6 (TensorRT 10.3)
+        # and the TensorRT cu12 wheels run on CUDA 12 drivers, where it fails to load; without the pin a plain
+        # install picks 13. NVRTC 12 emits code every CUDA 12 driver loads (cubin for the GPU's sm_XY).
         "cuda": ["cuda-bindings>=12,<13", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"],
+        # The TensorRT path on a CUDA 12 system (Jetson JetPack 6, desktop TensorRT cu12): ONNX export plus the
+        # kernel's CUDA-12 toolchain above. TensorRT itself comes from JetPack or NVIDIA (not from here).
+        "tensorrt-cu12": [
+            "onnx>=1.15",
+            "cuda-bindings>=12,<13",
+            "nvidia-cuda-nvrtc-cu12",
+            "nvidia-cuda-runtime-cu12",
+        ],
         # What the tests need (the "test" extra is also how `colcon test` knows to run pytest).
         "test": ["pytest>=8", "hypothesis>=6.80"],
         "dev": [
@@ -70,6 +84,7 @@ setup(
             "flownet2-train = flownet2_ros.cli.train:main",
             "flownet2-evaluate = flownet2_ros.cli.evaluate:main",
             "flownet2-compare = flownet2_ros.cli.compare:main",
+            "flownet2-bag = flownet2_ros.cli.bag:main",
             "flow_node = flownet2_ros.ros.flow_node:main",
             "image_sequence_player = flownet2_ros.ros.sequence_player:main",
             "flow_recorder = flownet2_ros.ros.flow_recorder:main",

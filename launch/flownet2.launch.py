@@ -3,11 +3,14 @@
     ros2 launch flownet2_ros flownet2.launch.py image:=/camera/image_raw
     ros2 launch flownet2_ros flownet2.launch.py cameras:=front,rear     # front/image, rear/image, ... one model
     ros2 launch flownet2_ros flownet2.launch.py demo:=true checkpoint:=/path/FlowNet2-S.pth.tar
+    ros2 launch flownet2_ros flownet2.launch.py demo_bag:=/data/drive.mcap    # a recorded camera instead
     ros2 launch flownet2_ros flownet2.launch.py autostart:=false   # then: ros2 lifecycle set /flownet2 configure
 
 Arguments: ``ros2 launch flownet2_ros flownet2.launch.py --show-args``.  Those left empty keep the values
 of ``params_file``.  ``demo:=true`` starts one ``image_sequence_player`` per camera on the bundled
-sequence, publishing to that camera's image and camera_info topics, so that the node runs without a camera.
+sequence, publishing to that camera's image and camera_info topics, so that the node runs without a camera;
+``demo_source:=bag`` plays the same sequence from the bundled demo bag, and ``demo_bag:=PATH`` plays a bag's
+one image topic (and its camera_info) into each camera with the recorded stamps and spacing.
 """
 
 from __future__ import annotations
@@ -66,7 +69,21 @@ ARGUMENTS = (
     ("rviz", "false", "Also start rviz2 with config/flownet2.rviz (flow/color, flow/magnitude)."),
     ("demo", "false", "Also play the bundled demo sequence into the node's input topic (no camera needed)."),
     ("demo_path", "", "Folder of images or video file for demo:=true; empty: the bundled sequence."),
-    ("demo_rate_hz", "10.0", "Frame rate of the demo player."),
+    ("demo_rate_hz", "10.0", "Frame rate of the demo player (folder source)."),
+    (
+        "demo_source",
+        "folder",
+        "What demo:=true plays: folder (the bundled image sequence, or demo_path) or bag (the bundled demo "
+        "bag, the same frames and camera_info as MCAP, at its recorded 10 Hz times demo_bag_rate).",
+    ),
+    (
+        "demo_bag",
+        "",
+        "Play this ROS 2 bag (folder, .mcap or .db3) into the node's camera(s), one player per camera "
+        "(implies demo:=true): its one image topic and that topic's camera_info, recorded stamps and "
+        "spacing, looping. A CompressedImage topic needs image_transport:=compressed.",
+    ),
+    ("demo_bag_rate", "1.0", "Playback speed factor of a demo bag (3.0: a 10 Hz recording at 30 Hz)."),
     ("use_sim_time", "false", "Use /clock for the nodes' time (playing a bag with --clock)."),
     ("log_level", "info", "Log level of the nodes: debug, info, warn, error or fatal."),
 )
@@ -119,9 +136,20 @@ def _nodes(context: LaunchContext) -> list[Node]:
             emulate_tty=True,
         )
     ]
-    if _truthy(arg["demo"]):
+    demo_source = arg["demo_source"].strip().lower()
+    if demo_source not in ("folder", "bag"):
+        raise ValueError(f"demo_source must be folder or bag, got {arg['demo_source']!r}")
+    if _truthy(arg["demo"]) or arg["demo_bag"]:
         demo_params: dict[str, object] = {"rate_hz": float(arg["demo_rate_hz"]), "use_sim_time": sim_time}
-        if arg["demo_path"]:
+        if arg["demo_bag"] or demo_source == "bag":
+            from flownet2_ros.ros.sequence_player import demo_bag_dir
+
+            demo_params = {
+                "bag": arg["demo_bag"] or str(demo_bag_dir()),
+                "rate": float(arg["demo_bag_rate"]),
+                "use_sim_time": sim_time,
+            }
+        elif arg["demo_path"]:
             demo_params["path"] = arg["demo_path"]
         # one player per camera, each on that camera's image topic and its sibling camera_info
         targets = [(f"{c}/image", f"{c}/camera_info", f"image_sequence_player_{c}") for c in cameras] or [
@@ -136,7 +164,11 @@ def _nodes(context: LaunchContext) -> list[Node]:
                     name=player.replace("/", "_"),
                     namespace=namespace,
                     parameters=[{**demo_params, "frame_id": frame_id.replace("/", "_")}],
-                    remappings=[("image", image_topic), ("camera_info", info_topic)],
+                    remappings=[
+                        ("image", image_topic),
+                        ("image/compressed", f"{image_topic}/compressed"),
+                        ("camera_info", info_topic),
+                    ],
                     arguments=ros_args,
                     output="screen",
                 )

@@ -82,6 +82,8 @@ if "$vpy" -c "$have_torch" 2>/dev/null; then
 else
   want=("$torch_spec")
 fi
+# rosbags (pure Python, no rosdep key): flownet2-bag and the player's bag mode.
+"$vpy" -c 'import rosbags' 2>/dev/null || want+=("rosbags>=0.11")
 # setuptools < 80: colcon-core requires it, and a recent torch pulls a newer one into the environment.
 say "pip install ${want[*]} setuptools<80 (into $venv)"
 "$vpy" -m pip install --disable-pip-version-check -q "${pip_args[@]}" "${want[@]}" "setuptools<80"

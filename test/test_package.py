@@ -92,6 +92,7 @@ IMPORT_SOURCES: dict[str, str | PipOnly] = {
     "matplotlib": PipOnly("matplotlib", "train"),
     "skimage": PipOnly("scikit-image", "train"),
     "tensorboard": PipOnly("tensorboard", "train"),
+    "rosbags": PipOnly("rosbags", "install_requires"),
 }
 
 # Declared dependencies that are not imported, and why they are declared.

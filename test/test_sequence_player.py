@@ -22,12 +22,14 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from flownet2_ros.ros.image_convert import image_msg_to_array
 from flownet2_ros.ros.sequence_player import SequencePlayer, demo_sequence_dir
 
 pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class PlayerHarness:
@@ -160,3 +162,177 @@ def test_bad_path_is_a_clear_error(make: Any, tmp_path: Path) -> None:
     h2 = make(path=str(tmp_path))  # empty folder
     with pytest.raises(FileNotFoundError, match="no images"):
         h2.start()
+
+
+# ------------------------------------------------------------------------------------------- bag mode
+
+
+def _bag_with_gaps(path: Path, compressed_too: bool = False) -> tuple[Path, list[int], list[int]]:
+    """Frames at irregular bag times, header stamps 10 ms before them, a camera_info per frame."""
+    from test_bag import info_msg, png_frame, raw_frame, texture, write_bag
+
+    bag_ns = [0, 150_000_000, 300_000_000, 750_000_000, 900_000_000]
+    base = 5_000 * 10**9
+    stamps = [base + ns - 10_000_000 for ns in bag_ns]
+    messages = []
+    for i, (ns, stamp) in enumerate(zip(bag_ns, stamps, strict=True)):
+        rgb = texture(24, 32, i)
+        messages.append(
+            ("/cam/image_raw", "sensor_msgs/msg/Image", base + ns, raw_frame(stamp, rgb, "recorded"))
+        )
+        messages.append(
+            ("/cam/camera_info", "sensor_msgs/msg/CameraInfo", base + ns, info_msg(stamp, 32, 24))
+        )
+        if compressed_too:
+            messages.append(
+                (
+                    "/b/image_raw/compressed",
+                    "sensor_msgs/msg/CompressedImage",
+                    base + ns + 1,
+                    png_frame(stamp, rgb),
+                )
+            )
+    return write_bag(path, messages), bag_ns, stamps
+
+
+def test_bag_mode_keeps_the_recorded_stamps_and_spacing(make: Any, tmp_path: Path) -> None:
+    bag, bag_ns, stamps = _bag_with_gaps(tmp_path / "bag")
+    h = make(bag=str(bag), rate=1.5, loop=False)
+    arrivals: list[tuple[float, Image]] = []
+    h.probe.create_subscription(
+        Image, "image", lambda msg: arrivals.append((time.monotonic(), msg)), QoSProfile(depth=100)
+    )
+    player = h.start()
+    h.wait_for(lambda: player.finished and len(arrivals) == 5 and len(h.infos) == 5)
+    assert player.frames_published == 5
+    got = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in arrivals]
+    assert got == stamps and all(m.header.frame_id == "recorded" for _, m in arrivals)
+    assert [i.header.stamp.sec * 10**9 + i.header.stamp.nanosec for i in h.infos] == stamps
+    rgb, _ = image_msg_to_array(arrivals[3][1])
+    from test_bag import texture
+
+    np.testing.assert_array_equal(rgb, texture(24, 32, 3))
+    gaps = np.diff([t for t, _ in arrivals])
+    expected = np.diff(bag_ns) * 1e-9 / 1.5
+    assert np.all(np.abs(gaps - expected) < 0.08), (gaps, expected)
+    assert gaps[2] > 2 * gaps[1]  # the long recorded gap stays long
+
+
+def test_bag_mode_compressed_topic_and_recorded_names(make: Any, tmp_path: Path) -> None:
+    bag, _, stamps = _bag_with_gaps(tmp_path / "bag", compressed_too=True)
+    h = make(bag=str(bag))
+    with pytest.raises(ValueError, match="2 image topics"):
+        h.start()
+    h2 = make(bag=str(bag), topics=["/b/image_raw/compressed"], rate=4.0, loop=False)
+    compressed: list[CompressedImage] = []
+    h2.probe.create_subscription(
+        CompressedImage, "image/compressed", compressed.append, QoSProfile(depth=100)
+    )
+    player = h2.start()
+    h2.wait_for(lambda: player.finished and len(compressed) == 5)
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in compressed] == stamps
+    assert compressed[0].format == "png" and h2.images == [] and h2.infos == []  # /b has no camera_info
+    h3 = make(bag=str(bag), as_camera=False, rate=4.0, loop=True)
+    recorded: list[Image] = []
+    h3.probe.create_subscription(Image, "/cam/image_raw", recorded.append, QoSProfile(depth=100))
+    player3 = h3.start()
+    h3.wait_for(lambda: len(recorded) >= 7)  # looped: the recording again, with its own stamps
+    first = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in recorded[:7]]
+    assert first == stamps + stamps[:2] and not player3.finished
+    with pytest.raises(OSError, match="does not exist"):
+        make(bag=str(tmp_path / "missing.mcap")).start()
+
+
+def test_bag_mode_plays_the_bundled_demo_bag(make: Any) -> None:
+    from flownet2_ros.ros.sequence_player import demo_bag_dir
+
+    h = make(bag=str(demo_bag_dir()), rate=10.0, loop=False)
+    player = h.start()
+    h.wait_for(lambda: player.finished and len(h.images) == 12 and len(h.infos) == 12)
+    folder = sorted(demo_sequence_dir().glob("*.png"))
+    rgb, _ = image_msg_to_array(h.images[5])
+    np.testing.assert_array_equal(rgb, cv2.cvtColor(cv2.imread(str(folder[5])), cv2.COLOR_BGR2RGB))
+    info = h.infos[5]  # the player's own camera_info rule
+    assert info.k[0] == 320.0 and info.k[2] == 159.5 and info.header == h.images[5].header
+
+
+# ------------------------------------------------------------------------------------------- launch file
+
+
+def _launch_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flownet2_launch", REPO / "launch" / "flownet2.launch.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _players(module: Any, monkeypatch: Any, **args: str) -> list[dict[str, Any]]:
+    """The image_sequence_player nodes the launch file makes: their parameters and remappings, evaluated."""
+    import yaml
+    from launch.utilities import perform_substitutions
+
+    from launch import LaunchContext
+
+    class Share:
+        def __init__(self, package: str) -> None:
+            pass
+
+        def perform(self, context: Any) -> str:
+            return "/share"
+
+    monkeypatch.setattr(module, "FindPackageShare", Share)
+    context = LaunchContext()
+    for name, default, _ in module.ARGUMENTS:
+        context.launch_configurations[name] = args.get(name, default)
+    found = []
+    for node in module._nodes(context):
+        if node.node_executable != "image_sequence_player":
+            continue
+        params: dict[str, Any] = {}
+        for entry in node._Node__parameters:
+            for key, value in entry.items():
+                name = perform_substitutions(context, list(key))
+                text = perform_substitutions(context, list(value)) if isinstance(value, tuple) else value
+                params[name] = (
+                    yaml.safe_load(text) if isinstance(text, str) else text
+                )  # launch_ros holds YAML
+        remaps = {
+            perform_substitutions(context, list(a)): perform_substitutions(context, list(b))
+            for a, b in node._Node__remappings
+        }
+        found.append({"params": params, "remaps": remaps})
+    return found
+
+
+def test_launch_file_demo_bag_arguments(monkeypatch: Any, tmp_path: Path) -> None:
+    from flownet2_ros.ros.sequence_player import demo_bag_dir
+
+    module = _launch_module()
+    names = {arg.name for arg in module.generate_launch_description().get_launch_arguments()}
+    assert {"demo_bag", "demo_source", "demo_bag_rate", "demo", "demo_path", "demo_rate_hz"} <= names
+    assert _players(module, monkeypatch) == []
+    # demo_bag:=PATH plays that bag into every camera (no demo:=true needed)
+    players = _players(
+        module, monkeypatch, demo_bag=str(tmp_path / "x.mcap"), cameras="front,rear", demo_bag_rate="3.0"
+    )
+    assert [p["params"]["bag"] for p in players] == [str(tmp_path / "x.mcap")] * 2
+    assert all(float(p["params"]["rate"]) == 3.0 for p in players)
+    assert players[0]["remaps"] == {
+        "image": "front/image",
+        "image/compressed": "front/image/compressed",
+        "camera_info": "front/camera_info",
+    }
+    # demo:=true demo_source:=bag: the bundled demo bag; the folder source stays the default
+    [bag_player] = _players(module, monkeypatch, demo="true", demo_source="bag", image="/cam/image_raw")
+    assert bag_player["params"]["bag"] == str(demo_bag_dir())
+    assert (
+        bag_player["remaps"]["image"] == "/cam/image_raw"
+        and bag_player["remaps"]["camera_info"] == "/cam/camera_info"
+    )
+    [folder_player] = _players(module, monkeypatch, demo="true")
+    assert "bag" not in folder_player["params"] and float(folder_player["params"]["rate_hz"]) == 10.0
+    with pytest.raises(ValueError, match="demo_source"):
+        _players(module, monkeypatch, demo="true", demo_source="video")

@@ -1,6 +1,7 @@
 """``flow_recorder``: saves what the flow node publishes (colour PNGs, .flo files) and prints rates.
 
 Used by the demo to leave images a person can look at; useful on a robot to grab a few flow frames.
+:func:`save_flow_frame` writes one frame the way this tool does; ``flownet2-bag --export-dir`` uses it too.
 """
 
 from __future__ import annotations
@@ -9,8 +10,29 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PROG = "flow_recorder"
+
+
+def save_flow_frame(folder: Path, index: int, color_rgb: np.ndarray, flow: np.ndarray) -> tuple[Path, Path]:
+    """Write ``<folder>/flow_NNNN.png`` (the ``flow/color`` image, RGB) and ``flow_NNNN.flo`` (the flow).
+
+    Returns the two paths. Raises ``OSError`` when a file cannot be written.
+    """
+    import cv2
+
+    from ..flowio import write_flo
+
+    png = folder / f"flow_{index:04d}.png"
+    flo = folder / f"flow_{index:04d}.flo"
+    if not cv2.imwrite(str(png), cv2.cvtColor(color_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {png}")
+    write_flo(flo, flow)
+    return png, flo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,13 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import cv2
-    import numpy as np
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from ..flowio import write_flo
     from .image_convert import header_stamp_seconds, image_msg_to_array
 
     args.output.mkdir(parents=True, exist_ok=True)
@@ -53,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     def save(stamp: float) -> None:
         if stamp in colors and stamp in flows and len(saved) < args.count:
             index = len(saved)
-            rgb = colors.pop(stamp)
-            cv2.imwrite(str(args.output / f"flow_{index:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            write_flo(args.output / f"flow_{index:04d}.flo", flows.pop(stamp))
+            save_flow_frame(args.output, index, colors.pop(stamp), flows.pop(stamp))
             saved.append(time.monotonic())
 
     def on_color(msg: Image) -> None:
