@@ -106,6 +106,36 @@ def sanitize() -> int:
     return 0
 
 
+def core(out: Path | None, repeats: int) -> int:
+    """The inference core: FlowNet2 and thin FlowNet2S at 448x1024, eager vs CUDA graph, batch 1 and 4."""
+    import torch
+
+    from flownet2_ros.bench.stacks import benchmark_stack
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA GPU", file=sys.stderr)
+        return 2
+    runs = [("FlowNet2", False, "fp16", mode, batch) for mode in ("eager", "graph") for batch in (1, 4)] + [
+        ("FlowNet2", False, "fp32", "eager", 1),
+        ("FlowNet2", False, "fp32", "graph", 1),
+    ]
+    runs += [("FlowNet2S", True, "fp16", mode, 1) for mode in ("eager", "graph")]
+    rows = []
+    print(f"\ninference core on {torch.cuda.get_device_name()} (448x1024, medians of {repeats})")
+    for name, thin, precision, mode, batch in runs:
+        row = benchmark_stack(name, 448, 1024, "cuda", precision, repeats, thin, batch, mode)
+        rows.append(row)
+        print(
+            f"{row['stack']:<15} {precision} {mode:<5} batch {batch}: forward {row['forward_ms_per_pair']:7.3f} "
+            f"ms/pair, estimate {row['estimate_ms_per_pair']:7.3f} ms/pair, {row['kernels_per_forward']:.0f} "
+            f"kernels, GPU {row['gpu_ms_per_forward']:.3f} ms/forward, peak {row['peak_memory_MB']:.0f} MB",
+            flush=True,
+        )
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -115,9 +145,14 @@ def main() -> int:
     b.add_argument("--out", type=Path, help="JSON file for the results")
     b.add_argument("--repeats", type=int, default=50, help="timed runs per measurement (median)")
     sub.add_parser("sanitize", help="small launches of every entry point, for compute-sanitizer")
+    c = sub.add_parser("core", help="time the inference core (forward, estimate, graphs, batches)")
+    c.add_argument("--out", type=Path, help="JSON file for the results")
+    c.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median)")
     args = parser.parse_args()
     if args.command == "bench":
         return bench(args.out, args.repeats)
+    if args.command == "core":
+        return core(args.out, args.repeats)
     return sanitize()
 
 
