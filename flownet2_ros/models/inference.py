@@ -236,6 +236,10 @@ class FlowInference:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.device.type == "cuda":
+            from ..ops.correlation_op import prepare_for_device
+
+            prepare_for_device(self.device)  # the kernel loads before any capture or compile
         self._forward: Callable[[Tensor, Tensor], Tensor] = self.model
         if compile:
             if self.device.type == "cuda":

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .correlation import correlation
 
-__all__ = ["OP_NAME", "correlation_for_inference", "custom_op_available"]
+__all__ = ["OP_NAME", "correlation_for_inference", "custom_op_available", "prepare_for_device"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,12 @@ _OP = _register()
 def custom_op_available() -> bool:
     """True when ``torch.ops.flownet2.correlation`` is registered (PyTorch 2.4 and newer)."""
     return _OP is not None
+
+
+def prepare_for_device(device: torch.device) -> bool:
+    """Compile and load the kernel for ``device`` now (the inference core calls this before any tracing,
+    so that ``torch.compile`` and graph capture later see only a cached answer); True when it runs."""
+    return _OP is not None and device.type == "cuda" and _kernel_usable(device)
 
 
 def _kernel_usable(device: torch.device) -> bool:
