@@ -33,12 +33,12 @@ from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, TimeReference
 from std_msgs.msg import Header
 
+from flownet2_ros.backends.fixed import FixedFlowEstimator, fixed_factory
 from flownet2_ros.cli import bag as bag_cli
 from flownet2_ros.flowio import flow_to_color, read_flo
 from flownet2_ros.ros.bag import BagError, BagFlowOptions, image_cdr, output_topics, process_bag
 from flownet2_ros.ros.flow_node import scale_camera_info
 from flownet2_ros.ros.image_convert import image_msg_to_array, rgb_to_image_msg
-from flownet2_ros.ros.node_benchmark import FixedFlowEstimator, fixed_factory
 from flownet2_ros.ros.parameters import FlowNodeSettings
 from flownet2_ros.ros.sequence_player import demo_bag_dir
 

@@ -30,10 +30,10 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, TimeReference
 
+from flownet2_ros.backends.fixed import FixedFlowEstimator, fixed_factory
 from flownet2_ros.flowio import flow_to_color
 from flownet2_ros.ros.flow_node import FlowNode, scale_camera_info
 from flownet2_ros.ros.image_convert import image_msg_to_array, rgb_to_image_msg
-from flownet2_ros.ros.node_benchmark import FixedFlowEstimator, fixed_factory
 
 pytestmark = pytest.mark.ros
 

@@ -21,9 +21,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from test_flow_node import NodeHarness, camera_info, image_msg, stamp_of
 from test_node_params import transition
 
+from flownet2_ros.backends.fixed import FixedFlowEstimator
 from flownet2_ros.ros.flow_node import camera_topics, sibling_topic
 from flownet2_ros.ros.image_convert import image_msg_to_array
-from flownet2_ros.ros.node_benchmark import FixedFlowEstimator
 
 pytestmark = pytest.mark.ros
 

@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter
 from test_flow_node import NodeHarness, image_msg
 
 from flownet2_ros.backends import create_estimator
-from flownet2_ros.ros.node_benchmark import FixedFlowEstimator, fixed_factory
+from flownet2_ros.backends.fixed import FixedFlowEstimator, fixed_factory
 from flownet2_ros.ros.parameters import PARAMETERS, SPECS, check_value, defaults, markdown_table
 
 pytestmark = pytest.mark.ros

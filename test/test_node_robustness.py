@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_flow_node import NodeHarness, image_msg
 
+from flownet2_ros.backends.fixed import FixedFlowEstimator
 from flownet2_ros.bench.node_robustness import (
     COMPRESSED_CASES,
     RAW_CASES,
@@ -34,7 +35,6 @@ from flownet2_ros.bench.node_robustness import (
     raw_frame,
 )
 from flownet2_ros.ros.image_convert import IMAGE_ENCODINGS, KIND_UNSUPPORTED_ENCODING
-from flownet2_ros.ros.node_benchmark import FixedFlowEstimator
 
 pytestmark = pytest.mark.ros
 

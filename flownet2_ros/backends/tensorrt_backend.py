@@ -465,7 +465,8 @@ class TensorRTFlowEstimator(FlowEstimator):
     def _upload(self, rgb: np.ndarray, target: Any) -> None:
         """Copy a uint8 frame to the device once, convert and resize it into ``target`` (3, H, W)."""
         import torch
-        import torch.nn.functional as F
+
+        from ..models.inference import frame_to_network
 
         staging = self._staging.get(rgb.shape)
         if staging is None:
@@ -475,11 +476,7 @@ class TensorRTFlowEstimator(FlowEstimator):
                 rgb.shape, dtype=torch.uint8, device=self._device
             )
         staging.copy_(torch.from_numpy(np.ascontiguousarray(rgb)))  # the one host→device copy
-        image = staging.permute(2, 0, 1).unsqueeze(0).float()
-        size = (self._plan.height, self._plan.width)
-        if tuple(image.shape[-2:]) != size:
-            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        target.copy_(image[0])
+        target.copy_(frame_to_network(staging, (self._plan.height, self._plan.width), torch.float32)[0])
 
     def _stage(self, batch: _BatchSet, requests: Sequence[FlowRequest]) -> int:
         """Put the pairs' frames into ``batch``'s image buffers; returns the buffer holding the first frames.
@@ -610,7 +607,9 @@ class TensorRTFlowEstimator(FlowEstimator):
         of a reused page-locked buffer (one per position in the call), valid until the next call."""
         if self._closed:
             raise BackendError("estimator was closed")
-        sizes = [_check_request(r) for r in requests]  # all checked before anything runs
+        from ..models.inference import check_pair_request
+
+        sizes = [check_pair_request(r) for r in requests]  # all checked before anything runs
         results: list[np.ndarray] = []
         with self._run_scope():
             for position, (start, stop) in enumerate(split_batches(len(requests), self._profile.max_batch)):
@@ -639,19 +638,3 @@ class TensorRTFlowEstimator(FlowEstimator):
         del self._context, self._engine, self._runtime
         if self._cuda:
             torch.cuda.empty_cache()
-
-
-def _check_request(r: FlowRequest) -> tuple[int, int]:
-    """The output size of a valid request (ValueError otherwise)."""
-    if r.rgb1.shape != r.rgb2.shape or r.rgb1.ndim != 3 or r.rgb1.shape[2] != 3 or r.rgb1.dtype != np.uint8:
-        raise ValueError(
-            f"expected two (H, W, 3) uint8 images of one size, got {r.rgb1.shape} and {r.rgb2.shape}"
-        )
-    if r.rgb2.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images, got {r.rgb2.dtype}")
-    out_h, out_w = r.output_size or (int(r.rgb1.shape[0]), int(r.rgb1.shape[1]))
-    if r.out is not None and (
-        r.out.shape != (out_h, out_w, 2) or r.out.dtype != np.float32 or not r.out.flags.c_contiguous
-    ):
-        raise ValueError(f"out must be a C-contiguous ({out_h}, {out_w}, 2) float32 array")
-    return out_h, out_w

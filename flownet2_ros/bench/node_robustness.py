@@ -8,7 +8,7 @@ Processes
 ---------
 The node runs in a child process: this module with ``--node``, which builds the real
 :class:`~flownet2_ros.ros.flow_node.FlowNode` from its ``--ros-args`` (as ``flow_node`` does) with the
-stand-in :class:`~flownet2_ros.ros.node_benchmark.FixedFlowEstimator` backend injected through
+stand-in :class:`~flownet2_ros.backends.fixed.FixedFlowEstimator` backend injected through
 ``estimator_factory``: instant and deterministic, so that the numbers measure the node's handling of bad
 input, not a network.  This process publishes every camera's input and subscribes to the outputs and to
 ``/diagnostics`` (on a random ``ROS_DOMAIN_ID`` unless one is set, and in a namespace of its own).
@@ -347,8 +347,8 @@ def _serve_node(ros_args: list[str]) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from ..backends.fixed import FixedFlowEstimator, fixed_factory
     from ..ros.flow_node import FlowNode
-    from ..ros.node_benchmark import FixedFlowEstimator, fixed_factory
 
     rclpy.init(args=[sys.argv[0], *ros_args])
     estimator = FixedFlowEstimator()

@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="data loader worker processes (data.num_workers)")
     parser.add_argument("--seed", type=int, help="random seed (run.seed)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA only; run.amp)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help="stop after this many minutes of training in this call (the step in progress finishes and "
+        "checkpoint_latest is written there); --resume later continues exactly as one uninterrupted run",
+    )
     parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -127,7 +134,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
-    result = train(config, resume=args.resume)
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise CliError(f"--time-budget must be a positive number of minutes, got {args.time_budget}")
+    budget = args.time_budget * 60.0 if args.time_budget is not None else None
+    result = train(config, resume=args.resume, time_budget_s=budget)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     from ..models.inference import resolve_device
@@ -135,7 +145,8 @@ def _run(args: argparse.Namespace) -> int:
     resolved = str(resolve_device(config.run.device))
     lines = [
         f"trained to step {result.step}/{result.iterations} in {result.seconds:.1f} s "
-        f"({result.steps_per_second:.2f} steps/s on {describe_machine(resolved)})",
+        f"({result.steps_per_second:.2f} steps/s on {describe_machine(resolved)})"
+        + (" — time budget reached; --resume continues" if result.stopped_by_budget else ""),
     ]
     if result.initial_val_epe is not None or result.final_val_epe is not None:
         parts = [

@@ -39,6 +39,8 @@ __all__ = [
     "FlowInference",
     "InferenceError",
     "PairRequest",
+    "check_pair_request",
+    "frame_to_network",
     "network_size_for",
     "resize_flow",
     "resolve_device",
@@ -162,6 +164,34 @@ class PairRequest(Protocol):
     key2: int | None
     output_size: tuple[int, int] | None
     out: np.ndarray | None
+
+
+def check_pair_request(r: PairRequest) -> tuple[int, int]:
+    """The output size (H_out, W_out) of a valid request; :class:`ValueError` naming what is wrong otherwise.
+
+    Valid: two (H, W, 3) uint8 frames of one size, and ``out`` (when given) a C-contiguous
+    (H_out, W_out, 2) float32 array; ``output_size`` defaults to the frames' size.
+    """
+    a, b = r.rgb1, r.rgb2
+    if a.shape != b.shape or a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or b.dtype != np.uint8:
+        raise ValueError(
+            f"expected two (H, W, 3) uint8 images of one size, got {a.shape} {a.dtype} and {b.shape} {b.dtype}"
+        )
+    out_h, out_w = r.output_size or (int(a.shape[0]), int(a.shape[1]))
+    if r.out is not None and (
+        r.out.shape != (out_h, out_w, 2) or r.out.dtype != np.float32 or not r.out.flags.c_contiguous
+    ):
+        raise ValueError(f"out must be a C-contiguous ({out_h}, {out_w}, 2) float32 array")
+    return out_h, out_w
+
+
+def frame_to_network(frame: Tensor, size: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    """A (H, W, 3) uint8 frame already on its device → (1, 3, h, w) ``dtype`` RGB 0..255 at the network
+    size ``size`` (bilinear, no corner alignment): the conversion is done on the device."""
+    image = frame.permute(2, 0, 1).unsqueeze(0).to(dtype)
+    if tuple(image.shape[-2:]) != size:
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+    return image
 
 
 class _CapturedForward:
@@ -342,19 +372,9 @@ class FlowInference:
             )
         groups: dict[tuple[tuple[int, int], tuple[int, int]], list[int]] = {}
         for index, r in enumerate(requests):
-            if (
-                r.rgb1.shape != r.rgb2.shape
-                or r.rgb1.ndim != 3
-                or r.rgb1.shape[2] != 3
-                or r.rgb1.dtype != np.uint8
-                or r.rgb2.dtype != np.uint8
-            ):
-                raise ValueError(
-                    f"expected two (H, W, 3) uint8 images of one size, got {r.rgb1.shape} {r.rgb1.dtype} "
-                    f"and {r.rgb2.shape} {r.rgb2.dtype}"
-                )
+            output_size = check_pair_request(r)
             size = (int(r.rgb1.shape[0]), int(r.rgb1.shape[1]))
-            groups.setdefault((size, r.output_size or size), []).append(index)
+            groups.setdefault((size, output_size), []).append(index)
         results: list[np.ndarray | None] = [None] * len(requests)
         for ((height, width), (out_h, out_w)), members in groups.items():
             net = self.network_size_of(height, width)
@@ -394,9 +414,7 @@ class FlowInference:
         cached = None if key is None else self._frames.get(key)
         if cached is not None and tuple(cached.shape[-2:]) == size:
             return cached
-        image = self._upload(rgb, slot).permute(2, 0, 1).unsqueeze(0).to(self.dtype)  # normalised on device
-        if tuple(image.shape[-2:]) != size:
-            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        image = frame_to_network(self._upload(rgb, slot), size, self.dtype)  # converted on the device
         return image.contiguous(memory_format=self.memory_format)
 
     def _remember(self, key: int | None, frame: Tensor) -> None:

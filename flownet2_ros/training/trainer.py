@@ -85,6 +85,7 @@ class TrainResult:
     seconds: float
     steps_per_second: float
     output: Path
+    stopped_by_budget: bool = False
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -553,8 +554,10 @@ class Trainer:
             lines.append(f"resumed from {self.resumed_from} at step {self.step}")
         return "\n".join(lines)
 
-    def run(self) -> TrainResult:
-        """Train until ``iterations``; returns what happened."""
+    def run(self, time_budget_s: float | None = None) -> TrainResult:
+        """Train until ``iterations``, or until ``time_budget_s`` seconds of this call have passed (the
+        step in progress finishes and ``checkpoint_latest`` is written there, so ``--resume`` continues
+        exactly as if the run had not stopped); returns what happened (``stopped_by_budget``)."""
         from tqdm import tqdm
 
         c = self.config
@@ -594,6 +597,7 @@ class Trainer:
         scale_names: list[str] | None = None
         run_start = time.perf_counter()
         base_elapsed = self.elapsed
+        stopped_by_budget = False
         try:
             self.model.train()
             if c.run.validate_at_start and self.step == 0 and self.step < self.iterations:
@@ -641,10 +645,24 @@ class Trainer:
                 if row:
                     row.update(step=self.step, time_s=self.elapsed)
                     self._write_row(logs, tensorboard, row)
-                if (
+                saved = bool(
                     (c.run.checkpoint_interval and self.step % c.run.checkpoint_interval == 0) or at_end
-                ) and self.is_main:
+                )
+                if saved and self.is_main:
                     self.save_checkpoint()
+                if (
+                    time_budget_s is not None
+                    and not at_end
+                    and time.perf_counter() - run_start >= time_budget_s
+                ):
+                    stopped_by_budget = True
+                    if not saved and self.is_main:
+                        self.save_checkpoint()
+                    self._log(
+                        f"step {self.step}: time budget of {time_budget_s:g} s reached; checkpoint_latest "
+                        "written, --resume continues exactly from here"
+                    )
+                    break
         finally:
             self._bar.close()
             self._bar = None
@@ -664,6 +682,7 @@ class Trainer:
             seconds=seconds,
             steps_per_second=steps / seconds if seconds > 0 and steps else 0.0,
             output=self.output,
+            stopped_by_budget=stopped_by_budget,
         )
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -738,11 +757,12 @@ def train(
     val_dataset: Dataset | bool | None = None,
     resume: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    time_budget_s: float | None = None,
 ) -> TrainResult:
-    """Build a ``Trainer``, print what it does, run it, tear down; returns the ``TrainResult``."""
+    """Build a ``Trainer``, print what it does, run it (at most ``time_budget_s``), tear down."""
     trainer = Trainer(config, train_dataset=train_dataset, val_dataset=val_dataset, resume=resume, log=log)
     try:
         trainer._log(trainer.describe())
-        return trainer.run()
+        return trainer.run(time_budget_s=time_budget_s)
     finally:
         trainer.close()
