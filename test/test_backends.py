@@ -193,10 +193,36 @@ def test_network_size_cap_downscales_large_frames():
     net = _Recorder()
     estimator = TorchFlowEstimator(net, device="cpu", max_network_pixels=64 * 128)
     flow = estimator.estimate(_frame(10, 480, 640), _frame(30, 480, 640))
-    assert net.calls[-1][0].shape[-2:] == (64, 64) and estimator.info.network_size == (64, 64)
+    assert net.calls[-1][0].shape[-2:] == (64, 128) and estimator.info.network_size == (64, 128)
     assert flow.shape == (480, 640, 2)
-    np.testing.assert_allclose(flow[..., 0], 20.0 * 640 / 64, rtol=1e-6)  # vectors scaled back
+    np.testing.assert_allclose(flow[..., 0], 20.0 * 640 / 128, rtol=1e-6)  # vectors scaled back
     np.testing.assert_allclose(flow[..., 1], 480 / 64, rtol=1e-6)
+
+
+def test_the_model_carries_its_own_network_size_cap(tmp_path):
+    """A packaged checkpoint's ``max_network_pixels`` is the default cap (0 / MODEL_CAP); an explicit cap
+    wins; checkpoints without one keep 1024x576."""
+    from flownet2_ros.models import load_checkpoint, save_checkpoint
+    from flownet2_ros.models.embedded import package_checkpoint
+    from flownet2_ros.models.inference import DEFAULT_MAX_NETWORK_PIXELS, FlowInference
+
+    plain = tmp_path / "plain.pth.tar"
+    save_checkpoint(plain, build("FlowNet2S", width=0.125))
+    capped = package_checkpoint(plain, tmp_path / "capped.pth.tar", max_network_pixels=320 * 256)
+    assert (
+        FlowInference(load_checkpoint(plain), device="cpu").max_network_pixels == DEFAULT_MAX_NETWORK_PIXELS
+    )
+    model = load_checkpoint(capped)
+    core = FlowInference(model, device="cpu")
+    assert core.max_network_pixels == 320 * 256 and core.network_size_of(480, 640) == (256, 320)
+    assert FlowInference(model, device="cpu", max_network_pixels=1024 * 576).network_size_of(480, 640) == (
+        512,
+        640,
+    )
+    config = BackendConfig(checkpoint=str(capped), device="cpu", max_network_pixels=0)
+    estimator, _ = create_estimator("torch", config)
+    estimator.estimate(_frame(10, 480, 640), _frame(30, 480, 640))
+    assert estimator.info.network_size == (256, 320)
 
 
 def test_threads_are_set_for_inference():

@@ -298,6 +298,6 @@ def test_inference_threads_leave_a_core_to_dds(harness_factory: Callable[..., No
 
     h = harness_factory(start=False)
     assert h.node.backend_config().threads == max(1, (os.cpu_count() or 1) - 1)
-    assert h.node.backend_config().max_network_pixels == 1024 * 576
+    assert h.node.backend_config().max_network_pixels == 0  # the model's own cap
     h2 = harness_factory(start=False, params={"torch_threads": 3, "max_network_pixels": 320 * 256})
     assert (h2.node.backend_config().threads, h2.node.backend_config().max_network_pixels) == (3, 320 * 256)

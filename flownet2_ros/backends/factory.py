@@ -37,13 +37,13 @@ class BackendConfig:
     allow_rebuild: bool = False
     cuda_graph: bool = False
     compile: bool = False  # torch: torch.compile the network (CUDA only; the first frame takes minutes)
-    max_network_pixels: int | None = None  # cap on the automatic network size (None: the library default)
+    max_network_pixels: int | None = None  # cap on the automatic network size (None/0: the model's own)
     threads: int = 0  # CPU threads for inference (torch.set_num_threads); 0: leave torch's default
 
 
 def create_torch(config: BackendConfig) -> FlowEstimator:
     from ..models import CheckpointError, load_checkpoint, resolve_checkpoint
-    from ..models.inference import DEFAULT_MAX_NETWORK_PIXELS
+    from ..models.inference import MODEL_CAP
     from .torch_backend import TorchFlowEstimator
 
     if config.precision not in PRECISIONS:
@@ -63,7 +63,7 @@ def create_torch(config: BackendConfig) -> FlowEstimator:
         precision=config.precision,
         cuda_graph=config.cuda_graph,
         compile=config.compile,
-        max_network_pixels=config.max_network_pixels or DEFAULT_MAX_NETWORK_PIXELS,
+        max_network_pixels=config.max_network_pixels or MODEL_CAP,
     )
 
 

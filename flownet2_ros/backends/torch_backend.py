@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.inference import DEFAULT_MAX_NETWORK_PIXELS, FlowInference, InferenceError
+from ..models.inference import MODEL_CAP, FlowInference, InferenceError
 from .base import BackendError, BackendInfo, FlowEstimator, FlowRequest
 
 
@@ -28,7 +28,7 @@ class TorchFlowEstimator(FlowEstimator):
         fp16: bool = False,
         network_size: tuple[int, int] | None = None,
         label: str = "",
-        max_network_pixels: int | None = DEFAULT_MAX_NETWORK_PIXELS,
+        max_network_pixels: int | None = MODEL_CAP,
         threads: int = 0,
         *,
         precision: str = "auto",

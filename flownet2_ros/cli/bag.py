@@ -165,7 +165,8 @@ output bag is closed, readable and holds everything processed until then.""",
         "--max-network-pixels",
         type=int,
         metavar="N",
-        help="cap on the automatic network size (width x height)",
+        help="cap on the automatic network size (width x height); 0 (default): the model's own cap "
+        "(the embedded model's is on its model card, 1024x576 for other checkpoints)",
     )
     node.add_argument(
         "--threads",

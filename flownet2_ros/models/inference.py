@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "DEFAULT_MAX_NETWORK_PIXELS",
+    "MODEL_CAP",
     "NETWORK_STRIDE",
     "PRECISIONS",
     "FlowInference",
@@ -41,6 +42,7 @@ __all__ = [
     "PairRequest",
     "check_pair_request",
     "frame_to_network",
+    "model_max_network_pixels",
     "network_size_for",
     "resize_flow",
     "resolve_device",
@@ -55,6 +57,8 @@ SizeMode = Literal["resize", "pad"]
 NETWORK_STRIDE = 64
 #: Default cap on the automatic network size (height x width): about 1024 x 576.
 DEFAULT_MAX_NETWORK_PIXELS = 1024 * 576
+#: ``max_network_pixels`` value meaning "the model's own cap" (:func:`model_max_network_pixels`).
+MODEL_CAP = 0
 #: Precision names: ``auto`` (fp16 on CUDA, fp32 on the CPU), ``fp32`` (true fp32, no TF32), ``fp16``.
 PRECISIONS = ("auto", "fp32", "fp16")
 
@@ -117,7 +121,8 @@ def network_size_for(
     """Network input size for an image: nearest multiples of 64 (resize) or the next ones up (pad).
 
     ``max_pixels`` (resize mode only) caps the size: a larger frame is scaled down, keeping its aspect
-    ratio, to the largest multiples of 64 whose product fits (at least 64 x 64), so a 4K frame does not run
+    ratio, to the nearest multiples of 64 of the scaled size, the longer side shrunk by 64 until the
+    product fits (at least 64 x 64), so a 4K frame does not run
     the network at 4K; the caller resizes the flow back and scales its vectors.
     """
     if height <= 0 or width <= 0:
@@ -129,13 +134,24 @@ def network_size_for(
     if max_pixels is None or size[0] * size[1] <= max_pixels:
         return size
     scale = (max_pixels / (height * width)) ** 0.5
-    net_h, net_w = max(s, int(height * scale / s) * s), max(s, int(width * scale / s) * s)
-    while net_h * net_w > max_pixels and max(net_h, net_w) > s:  # flooring both sides nearly always fits
+    net_h, net_w = max(s, round(height * scale / s) * s), max(s, round(width * scale / s) * s)
+    while net_h * net_w > max_pixels and max(net_h, net_w) > s:  # rounding may overshoot: shrink to fit
         if net_h >= net_w:
             net_h -= s
         else:
             net_w -= s
     return net_h, net_w
+
+
+def model_max_network_pixels(model: nn.Module) -> int:
+    """The cap on the automatic network size that a checkpoint carries (its ``max_network_pixels`` entry,
+    e.g. the embedded model's, chosen for its CPU budget and written by ``package_checkpoint``), else
+    :data:`DEFAULT_MAX_NETWORK_PIXELS`."""
+    metadata = getattr(model, "checkpoint_metadata", None)
+    value = metadata.get("max_network_pixels") if isinstance(metadata, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= NETWORK_STRIDE * NETWORK_STRIDE:
+        return value
+    return DEFAULT_MAX_NETWORK_PIXELS
 
 
 def check_network_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -225,7 +241,8 @@ class FlowInference:
     """Runs a stack in eval mode on frames of any size; see the module docstring.
 
     ``mode="resize"``: both frames are resized (bilinear) to the network size — by default the nearest
-    multiples of 64, capped at ``max_network_pixels`` — and the flow is resized back with vectors scaled by
+    multiples of 64, capped at ``max_network_pixels`` (:data:`MODEL_CAP`, the default: the checkpoint's own
+    cap, see :func:`model_max_network_pixels`; None: no cap) — and the flow is resized back with vectors scaled by
     the size ratio (the way the published networks are meant to be used on arbitrary images).
     ``mode="pad"``: frames are padded at the bottom/right by edge replication to the next multiples of 64
     and the flow is cropped (no rescaling, no cap).  ``dtype`` (a torch dtype) overrides ``precision``.
@@ -241,7 +258,7 @@ class FlowInference:
         dtype: torch.dtype | None = None,
         *,
         precision: str = "auto",
-        max_network_pixels: int | None = DEFAULT_MAX_NETWORK_PIXELS,
+        max_network_pixels: int | None = MODEL_CAP,
         channels_last: bool = True,
         cuda_graph: bool = False,
         compile: bool = False,
@@ -256,6 +273,8 @@ class FlowInference:
         self.mode: SizeMode = mode
         self.device = resolve_device(device)
         self.dtype = resolve_precision(dtype if dtype is not None else precision, self.device)
+        if max_network_pixels == MODEL_CAP:
+            max_network_pixels = model_max_network_pixels(model)
         self.max_network_pixels = max_network_pixels if mode == "resize" else None
         self.notes: list[str] = []  #: options ignored on this machine, and why
         if self.dtype == torch.float32 and self.device.type == "cuda":

@@ -199,11 +199,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "max_network_pixels",
-        1024 * 576,
+        0,
         "Cap on the automatic network size (width x height): larger frames are downscaled for the network "
-        "and their flow scaled back.",
+        "and their flow scaled back. 0: the model's own cap (the embedded model's is on its model card; "
+        "other checkpoints 1024x576); otherwise at least 4096 (64x64).",
         when=CONFIGURE,
-        int_range=(64 * 64, _MAX_NETWORK_SIDE * _MAX_NETWORK_SIDE, 1),
+        int_range=(0, _MAX_NETWORK_SIDE * _MAX_NETWORK_SIDE, 1),
     ),
     ParamSpec(
         "torch_threads",
@@ -313,7 +314,7 @@ class FlowNodeSettings:
     precision: str = "auto"
     network_width: int = 0
     network_height: int = 0
-    max_network_pixels: int = 1024 * 576
+    max_network_pixels: int = 0
     torch_threads: int = 0
     output_resolution: str = "input"
     image_transport: str = "raw"
@@ -387,6 +388,8 @@ def check_value(name: str, raw: Any) -> str | None:
     checked: Any = value  # (the exact-type test above narrows `value` in mypy's eyes)
     if name == "cameras":
         return check_camera_names(checked)
+    if name == "max_network_pixels" and 0 < int(checked) < 64 * 64:
+        return f"max_network_pixels out of range: 0 (the model's own cap) or at least 4096 (64x64), got {value}"
     if spec.int_range is not None:
         low, high, step = spec.int_range
         integer = int(checked)
