@@ -1,9 +1,11 @@
 """GPU checks of the correlation kernel that are not pytest tests (called by scripts/gpu_check.sh).
 
-``bench``: the fast kernel (auto variant), the tiled kernel, the naive kernel and the torch op at
-FlowNetC's correlation shapes for 384×512 (1, 256, 48, 64) and 448×1024 (1, 256, 56, 128) inputs, fp32
-and fp16; prints a table and writes JSON. ``sanitize``: a few small launches of every entry point (for
-compute-sanitizer's memcheck/racecheck), through CuPy buffers when CuPy is there, else torch.
+``bench``: the fast kernel (auto variant) on NCHW and on channels-last (NHWC) inputs — in place, and the
+old way with copies to NCHW and back — the tiled kernel, the naive kernel and the torch op at FlowNetC's
+correlation shapes for 384×512 (1, 256, 48, 64) and 448×1024 (1, 256, 56, 128) inputs, fp32 and fp16;
+prints a table and writes JSON. ``sanitize``: a few small launches of every entry point, with NCHW and
+with NHWC strides (for compute-sanitizer's memcheck/racecheck), through CuPy buffers when CuPy is there,
+else torch.
 
 Usage: python3 scripts/gpu_check.py bench --out results.json ; python3 scripts/gpu_check.py sanitize
 """
@@ -24,7 +26,7 @@ SHAPES = {"384x512": (1, 256, 48, 64), "448x1024": (1, 256, 56, 128)}
 def bench(out: Path | None, repeats: int) -> int:
     import torch
 
-    from flownet2_ros.ops import cuda_correlation as cc
+    from flownet2_ros.bench.correlation import benchmark_cuda_correlation
 
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU", file=sys.stderr)
@@ -33,24 +35,35 @@ def bench(out: Path | None, repeats: int) -> int:
     for label, shape in SHAPES.items():
         for dtype in ("float32", "float16"):
             start = time.perf_counter()
-            row = cc.benchmark_cuda_correlation(shape, dtype, repeats=repeats, warmup=5)
+            row = benchmark_cuda_correlation(shape, dtype, repeats=repeats, warmup=5)
             row["input"] = label
             row["wall_s"] = round(time.perf_counter() - start, 2)
             results.append(row)
-    header = f"{'input':>9} {'dtype':>8} {'variant':>7} {'fast ms':>8} {'tiled ms':>9} {'naive ms':>9} {'torch ms':>9}"
-    header += f" {'x naive':>8} {'x torch':>8} {'max|diff|':>10}"
+    header = f"{'input':>9} {'dtype':>8} {'variant':>7} {'fast ms':>8} {'nhwc ms':>8} {'copies ms':>9}"
+    header += (
+        f" {'tiled ms':>9} {'naive ms':>9} {'torch ms':>9} {'x naive':>8} {'x torch':>8} {'max|diff|':>10}"
+    )
     print(f"\ncorrelation kernel on {results[0]['device']} (FlowNetC params, medians of {repeats})")
     print(header)
     for r in results:
         print(
-            f"{r['input']:>9} {r['dtype']:>8} {r['variant']:>7} {r['fast_ms']:>8.4f} {r['tiled_ms']:>9.4f} "
-            f"{r['naive_ms']:>9.4f} {r['torch_ms']:>9.4f} {r['speedup_vs_naive']:>8.2f} "
-            f"{r['speedup_vs_torch']:>8.2f} {r['fast_max_abs_diff']:>10.2e}"
+            f"{r['input']:>9} {r['dtype']:>8} {r['variant']:>7} {r['fast_ms']:>8.4f} {r['nhwc_ms']:>8.4f} "
+            f"{r['nhwc_copies_ms']:>9.4f} {r['tiled_ms']:>9.4f} {r['naive_ms']:>9.4f} {r['torch_ms']:>9.4f} "
+            f"{r['speedup_vs_naive']:>8.2f} {r['speedup_vs_torch']:>8.2f} "
+            f"{max(r['fast_max_abs_diff'], r['nhwc_max_abs_diff']):>10.2e}"
         )
+    print("nhwc: channels-last inputs read in place, channels-last output; copies: to NCHW and back")
     failed = [r for r in results if r["speedup_vs_naive"] < 2.0]
     if failed:
         print(
             f"gpu_check: fast kernel less than 2x faster than naive in {len(failed)} case(s)", file=sys.stderr
+        )
+    slow = [r for r in results if r["nhwc_ms"] > 1.25 * r["fast_ms"] or not r["nhwc_output_channels_last"]]
+    if slow:
+        print(
+            f"gpu_check: NHWC inputs more than 25% slower than NCHW, or an NCHW output, in {len(slow)} "
+            "case(s)",
+            file=sys.stderr,
         )
     if out is not None:
         out.write_text(json.dumps(results, indent=2) + "\n")
@@ -58,8 +71,13 @@ def bench(out: Path | None, repeats: int) -> int:
     return 0
 
 
+def _nhwc_strides(b: int, c: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """Element strides (batch, channel, row, column) of a channels-last (B, C, H, W) buffer."""
+    return h * w * c, 1, w * c, c
+
+
 def sanitize() -> int:
-    """Launch every entry point once on small problems (FlowNetC and a kernel_size 3 config)."""
+    """Launch every entry point on small problems (FlowNetC and a kernel_size 3 config), NCHW and NHWC."""
     from flownet2_ros.ops import cuda_correlation as cc
 
     try:
@@ -93,16 +111,24 @@ def sanitize() -> int:
     for params, (b, c, h, w) in cases:
         for dtype in cc.DTYPES:
             for variant in ("auto", "tiled", "naive"):
-                x1, p1 = alloc((b, c, h, w), dtype, True)
-                x2, p2 = alloc((b, c, h, w), dtype, True)
-                out_shape = cc.launch_config(params, b, c, h, w, dtype, variant).output_shape
-                y, py = alloc(out_shape, dtype, False)
-                cfg = cc.launch_correlation(
-                    p1, p2, py, b, c, h, w, params, dtype, stream, device=0, variant=variant
-                )
-                sync()
-                print(f"sanitize: {cfg.entry} {params} {(b, c, h, w)} ok")
-                del x1, x2, y
+                for layout in ("nchw", "nhwc"):
+                    # dense buffers of the same size; only the strides passed say how they are laid out
+                    x1, p1 = alloc((b, c, h, w), dtype, True)
+                    x2, p2 = alloc((b, c, h, w), dtype, True)
+                    out_shape = cc.launch_config(params, b, c, h, w, dtype, variant).output_shape
+                    y, py = alloc(out_shape, dtype, False)
+                    strides = {}
+                    if layout == "nhwc":
+                        strides = {
+                            "input_strides": _nhwc_strides(b, c, h, w),
+                            "output_strides": _nhwc_strides(*out_shape),
+                        }
+                    cfg = cc.launch_correlation(
+                        p1, p2, py, b, c, h, w, params, dtype, stream, device=0, variant=variant, **strides
+                    )
+                    sync()
+                    print(f"sanitize: {cfg.entry} {layout} {params} {(b, c, h, w)} ok")
+                    del x1, x2, y
     return 0
 
 

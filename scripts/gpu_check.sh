@@ -7,9 +7,11 @@
 #   1. pytest -m gpu test/test_cuda_kernel.py  (kernel vs torch op: fp32/fp16, random configs, FlowNetC shapes)
 #   2. the same FlowNetC checks through the CuPy launcher (FLOWNET2_CUDA_LAUNCHER=cupy), if CuPy is there
 #   3. benchmark: fast vs tiled vs naive kernel vs torch op at FlowNetC shapes for 384x512 and 448x1024,
+#      NCHW vs channels-last (NHWC) inputs read in place vs converted with copies,
 #      then the inference core (FlowNet2 / thin FlowNet2S at 448x1024: eager vs CUDA graph, batch 1 and 4,
 #      kernels per forward, GPU ms, peak memory)
-#   4. compute-sanitizer memcheck and racecheck on small launches of every entry point (if available)
+#   4. compute-sanitizer memcheck and racecheck on small launches of every entry point, NCHW and NHWC
+#      strides (if available)
 # Results go to $OUT (or out/gpu_check): logs, pytest junit XML and benchmark.json.
 # Usage: bash scripts/gpu_check.sh        Exit status: that of the pytest step (1) or the benchmark (3).
 # TensorRT engines (export, build, load, compare with torch) need TensorRT too: scripts/trt_first_run.sh.

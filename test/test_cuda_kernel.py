@@ -4,8 +4,9 @@ source, and (GPU) the kernel against the torch op.
 The emulation compiles ``correlation.cu`` itself as C++ with g++: CUDA's built-ins become a thread per
 CUDA thread, ``__syncthreads`` a barrier and shared memory a NaN-poisoned array, and the grid runs block
 by block. It checks the kernels' index arithmetic, shared-memory layouts and spans on a machine without a
-GPU (a read of shared memory that was not staged yields NaN); timing and real-GPU behaviour need the gpu
-tests (scripts/gpu_check.sh).
+GPU (a read of shared memory that was not staged yields NaN, a write beyond the launch's dynamic shared
+memory is reported), for NCHW and channels-last (NHWC) inputs and outputs; timing and real-GPU behaviour
+need the gpu tests (scripts/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def test_ptx_compiles_with_every_entry_point(arch: str) -> None:
     print(f"{arch}: PTX {len(ptx)} bytes, compiled in {elapsed:.2f} s")
 
 
+@pytest.mark.parametrize("arch", ["compute_87", "compute_90"])
+def test_nvcc_compiles_to_ptx_without_warnings(arch: str, tmp_path: Path) -> None:
+    """nvcc (when installed) compiles the self-contained source to PTX, every warning an error."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("hardware/toolchain: nvcc is not installed")
+    out = tmp_path / f"correlation_{arch}.ptx"
+    cmd = [nvcc, "-ptx", f"--gpu-architecture={arch}", "-Werror", "all-warnings", str(cc.KERNEL_PATH)]
+    done = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not done.stderr.strip(), done.stderr  # not even a note
+    ptx = out.read_text()
+    assert sorted(cc.ptx_entry_points(ptx)) == sorted(cc.ENTRY_POINTS.values())
+    assert f".target sm_{arch.split('_')[1]}" in ptx
+
+
 def _ptx_params(ptx: str) -> dict[str, list[str]]:
     params: dict[str, list[str]] = {}
     for entry in cc.ptx_entry_points(ptx):
@@ -102,6 +119,44 @@ def test_launch_arguments_match_kernel_signature(
         values = values[1:]
     assert values[:8] == [11, 22, 33, 40, 48, 64, 48, 64]
     assert values[8:13] == [20, 1, 20, 1, 2] and values[13] == pytest.approx(1 / 40)
+    # strides default to contiguous NCHW: inputs (batch, channel, row, column), then the output's
+    assert values[15:] == [40 * 48 * 64, 48 * 64, 64, 1, 441 * 48 * 64, 48 * 64, 64, 1]
+
+
+def test_launch_with_channels_last_strides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NHWC strides go to the kernel as given; an NHWC output gets room for its output tile."""
+    launched: list[tuple[Any, list[tuple[Any, str]]]] = []
+
+    class Recorder:
+        def launch(self, cfg: Any, args: list[tuple[Any, str]], stream: int) -> None:
+            launched.append((cfg, args))
+
+    monkeypatch.setattr(cc, "_launcher", lambda device: Recorder())
+    params = cc.CorrelationParams()
+    nhwc_in, nhwc_out = (48 * 64 * 3, 1, 64 * 3, 3), (48 * 64 * 441, 1, 64 * 441, 441)
+    cfg = cc.launch_correlation(
+        1, 2, 3, 1, 3, 48, 64, params, input_strides=nhwc_in, output_strides=nhwc_out, device=0
+    )
+    ((_, args),) = launched
+    assert [value for value, _ in args][15:] == [*nhwc_in, *nhwc_out]
+    # 3 channels: the staged inputs alone would be smaller than the 64 x 21 output tile
+    assert cfg.chunk == 3 and cfg.shared_bytes == 4 * 64 * 21
+    assert cc.launch_config(params, 1, 3, 48, 64).shared_bytes < 4 * 64 * 21
+    assert cfg == cc.launch_config(params, 1, 3, 48, 64, channels_last_output=True)
+    # NHWC input, NCHW output: no output tile
+    cc.launch_correlation(1, 2, 3, 1, 3, 48, 64, params, input_strides=nhwc_in, device=0)
+    assert launched[-1][0] == cc.launch_config(params, 1, 3, 48, 64)
+    with pytest.raises(ValueError, match="four non-negative ints"):
+        cc.launch_correlation(1, 2, 3, 1, 3, 48, 64, params, input_strides=(1, 2, 3), device=0)
+    with pytest.raises(ValueError, match="four non-negative ints"):
+        cc.launch_correlation(1, 2, 3, 1, 3, 48, 64, params, output_strides=(1, -1, 1, 1), device=0)
+    with pytest.raises(cc.CudaCorrelationError, match="too large"):
+        cc.launch_correlation(1, 2, 3, 1, 3, 48, 64, params, input_strides=(1, 2**30, 1, 1), device=0)
+    with pytest.raises(cc.CudaCorrelationError, match="too large"):
+        cc.launch_correlation(1, 2, 3, 2, 3, 48, 64, params, input_strides=(2**31, 1, 192, 3), device=0)
+    # the stride of a size-1 dimension is never used: any value is accepted (and passed as an int)
+    cc.launch_correlation(1, 2, 3, 1, 3, 48, 64, params, input_strides=(2**40, 1, 192, 3), device=0)
+    assert [value for value, _ in launched[-1][1]][15:19] == [2**31 - 1, 1, 192, 3]
 
 
 def test_compile_rejects_bad_arch() -> None:
@@ -321,6 +376,8 @@ thread_local Dim3 threadIdx;
 Dim3 blockIdx, blockDim, gridDim;
 static std::barrier<> *g_barrier = nullptr;
 alignas(16) float smem[48 * 1024 / 4];
+static const unsigned SMEM_POISON = 0x7fc0dead;  // a quiet NaN: a read of an unstaged value shows
+static int g_overflow = 0;                        // a write beyond the launch's dynamic shared memory
 static inline void __syncthreads() { g_barrier->arrive_and_wait(); }
 using std::min;
 
@@ -336,10 +393,13 @@ static inline void store_f32(unsigned short *p, float v) { _Float16 h = (_Float1
 #define __shared__
 #include "correlation.cu"
 
-template <class F> static void run_grid(Dim3 grid, Dim3 block, F body) {
+template <class F> static void run_grid(Dim3 grid, Dim3 block, unsigned shared_bytes, F body) {
     blockDim = block; gridDim = grid;
     std::barrier<> bar((std::ptrdiff_t)block.x);
     g_barrier = &bar;
+    float poison;
+    std::memcpy(&poison, &SMEM_POISON, 4);
+    const size_t used = shared_bytes / 4;
     auto worker = [&](unsigned t) {
         threadIdx = Dim3{t, 0, 0};
         for (unsigned z = 0; z < grid.z; ++z)
@@ -347,11 +407,14 @@ template <class F> static void run_grid(Dim3 grid, Dim3 block, F body) {
                 for (unsigned x = 0; x < grid.x; ++x) {
                     if (t == 0) {
                         blockIdx = Dim3{x, y, z};
-                        std::fill(std::begin(smem), std::end(smem), std::numeric_limits<float>::quiet_NaN());
+                        std::fill(std::begin(smem), std::end(smem), poison);
                     }
                     bar.arrive_and_wait();
                     body();
                     bar.arrive_and_wait();
+                    if (t == 0)
+                        for (size_t i = used; i < sizeof(smem) / 4; ++i)
+                            if (std::memcmp(&smem[i], &SMEM_POISON, 4) != 0) { g_overflow = 1; break; }
                 }
     };
     std::vector<std::thread> threads;
@@ -359,21 +422,26 @@ template <class F> static void run_grid(Dim3 grid, Dim3 block, F body) {
     for (auto &th : threads) th.join();
 }
 
-#define ARGS C, H, W, oh, ow, pad, k, md, s1, s2, scale, chunk
+#define ARGS C, H, W, oh, ow, pad, k, md, s1, s2, scale, chunk, st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7]
+// st: element strides (batch, channel, row, column) of the inputs, then of the output.
+// Returns 0, 1 for an unknown entry point, 2 when a block wrote beyond shared_bytes of shared memory.
 extern "C" int emu_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                          const void *a, const void *b, void *o, int B, int C, int H, int W, int oh,
-                          int ow, int pad, int k, int md, int s1, int s2, float scale, int chunk) {
+                          unsigned shared_bytes, const void *a, const void *b, void *o, int B, int C,
+                          int H, int W, int oh, int ow, int pad, int k, int md, int s1, int s2,
+                          float scale, int chunk, const int *st) {
     std::string n(name);
     Dim3 grid{gx, gy, gz}, block{bx, 1, 1};
+    unsigned sb = shared_bytes;
+    g_overflow = 0;
     typedef const float *F; typedef const unsigned short *Hf;
-    if (n == "correlation_tiled_f32") run_grid(grid, block, [&] { correlation_tiled_f32((F)a, (F)b, (float *)o, ARGS); });
-    else if (n == "correlation_tiled_f16") run_grid(grid, block, [&] { correlation_tiled_f16((Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
-    else if (n == "correlation_pair_f32") run_grid(grid, block, [&] { correlation_pair_f32((F)a, (F)b, (float *)o, ARGS); });
-    else if (n == "correlation_pair_f16") run_grid(grid, block, [&] { correlation_pair_f16((Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
-    else if (n == "correlation_naive_kernel_f32") run_grid(grid, block, [&] { correlation_naive_kernel_f32(B, (F)a, (F)b, (float *)o, ARGS); });
-    else if (n == "correlation_naive_kernel_f16") run_grid(grid, block, [&] { correlation_naive_kernel_f16(B, (Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
+    if (n == "correlation_tiled_f32") run_grid(grid, block, sb, [&] { correlation_tiled_f32((F)a, (F)b, (float *)o, ARGS); });
+    else if (n == "correlation_tiled_f16") run_grid(grid, block, sb, [&] { correlation_tiled_f16((Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
+    else if (n == "correlation_pair_f32") run_grid(grid, block, sb, [&] { correlation_pair_f32((F)a, (F)b, (float *)o, ARGS); });
+    else if (n == "correlation_pair_f16") run_grid(grid, block, sb, [&] { correlation_pair_f16((Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
+    else if (n == "correlation_naive_kernel_f32") run_grid(grid, block, sb, [&] { correlation_naive_kernel_f32(B, (F)a, (F)b, (float *)o, ARGS); });
+    else if (n == "correlation_naive_kernel_f16") run_grid(grid, block, sb, [&] { correlation_naive_kernel_f16(B, (Hf)a, (Hf)b, (unsigned short *)o, ARGS); });
     else return 1;
-    return 0;
+    return g_overflow ? 2 : 0;
 }
 """
 
@@ -394,26 +462,53 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
         pytest.fail(f"correlation.cu does not compile as emulated C++:\n{done.stderr}")
     emu = ctypes.CDLL(str(lib))
     emu.emu_launch.restype = ctypes.c_int
-    emu.emu_launch.argtypes = [ctypes.c_char_p] + [ctypes.c_uint] * 4 + [ctypes.c_void_p] * 3
-    emu.emu_launch.argtypes += [ctypes.c_int] * 11 + [ctypes.c_float, ctypes.c_int]
+    emu.emu_launch.argtypes = [ctypes.c_char_p] + [ctypes.c_uint] * 5 + [ctypes.c_void_p] * 3
+    emu.emu_launch.argtypes += [ctypes.c_int] * 11 + [ctypes.c_float, ctypes.c_int, ctypes.c_void_p]
     return emu
 
 
+LAYOUTS = ("nchw", "nhwc")
+
+
+def _laid_out(x: np.ndarray, layout: str) -> np.ndarray:
+    """``x`` (B, C, H, W) as a (B, C, H, W) view of memory in ``layout`` (NHWC: channels-last)."""
+    if layout == "nchw":
+        return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _element_strides(x: np.ndarray) -> list[int]:
+    return [stride // x.itemsize for stride in x.strides]
+
+
 def _emulate(
-    emu: ctypes.CDLL, x1: np.ndarray, x2: np.ndarray, config: tuple[int, ...], variant: str = "auto"
+    emu: ctypes.CDLL,
+    x1: np.ndarray,
+    x2: np.ndarray,
+    config: tuple[int, ...],
+    variant: str = "auto",
+    layout_in: str = "nchw",
+    layout_out: str = "nchw",
 ) -> np.ndarray:
+    """Run an entry point on the CPU as launch_correlation would launch it, with the inputs and the output
+    in the given memory layouts; the result as a (B, C', H', W') array (a view of the output memory)."""
     params = cc.CorrelationParams(*config)
     dtype = "float16" if x1.dtype == np.float16 else "float32"
     b, c, h, w = x1.shape
-    cfg = cc.launch_config(params, b, c, h, w, dtype, variant)
-    out = np.full(cfg.output_shape, np.nan, dtype=x1.dtype)
+    a1, a2 = _laid_out(x1, layout_in), _laid_out(x2, layout_in)
+    assert _element_strides(a1) == _element_strides(a2)
+    shape = cc.launch_config(params, b, c, h, w, dtype, variant).output_shape
+    out = _laid_out(np.full(shape, np.nan, dtype=x1.dtype), layout_out)
+    strides = [*_element_strides(a1), *_element_strides(out)]
+    cfg = cc.launch_config(params, b, c, h, w, dtype, variant, channels_last_output=strides[5] < strides[7])
     _, _, oh, ow = cfg.output_shape
     rc = emu.emu_launch(
         cfg.entry.encode(),
         *cfg.grid,
         cfg.block[0],
-        x1.ctypes.data,
-        x2.ctypes.data,
+        cfg.shared_bytes,
+        a1.ctypes.data,
+        a2.ctypes.data,
         out.ctypes.data,
         b,
         c,
@@ -424,7 +519,9 @@ def _emulate(
         *config,
         cfg.scale,
         cfg.chunk,
+        (ctypes.c_int * 8)(*strides),
     )
+    assert rc != 2, f"{cfg.entry} wrote beyond its {cfg.shared_bytes} bytes of shared memory"
     assert rc == 0
     return out
 
@@ -469,6 +566,61 @@ def test_emulated_fp16(emulator: ctypes.CDLL, variant: str) -> None:
     out = _emulate(emulator, x1, x2, config, variant)
     assert out.dtype == np.float16
     np.testing.assert_allclose(out.astype(np.float32), _reference(x1, x2, config), rtol=2e-3, atol=2e-4)
+
+
+# NHWC: FlowNetC (pair kernel), a kernel_size 3 configuration (tiled) and one with stride1 2 (tiled).
+NHWC_CONFIGS = [CONFIGS[0], CONFIGS[2], CONFIGS[3]]
+
+
+@pytest.mark.parametrize(("layout_in", "layout_out"), [("nhwc", "nhwc"), ("nhwc", "nchw"), ("nchw", "nhwc")])
+@pytest.mark.parametrize("config", NHWC_CONFIGS, ids=["flownetc", "kernel3", "kernel3_stride2"])
+def test_emulated_fast_kernel_channels_last(
+    emulator: ctypes.CDLL, config: tuple[int, ...], layout_in: str, layout_out: str
+) -> None:
+    """Channels-last inputs read in place and channels-last outputs written in place give the reference."""
+    # 20 channels: a full chunk of 16 (the bank-spread staging) and a partial one of 4; two tiles wide
+    x1, x2 = _inputs((2, 20, 9, 70), seed=17 + sum(config))
+    out = _emulate(emulator, x1, x2, config, "auto", layout_in, layout_out)
+    assert out.flags.c_contiguous == (layout_out == "nchw")
+    np.testing.assert_allclose(out, _reference(x1, x2, config), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["tiled", "naive"])
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[2]], ids=["flownetc", "kernel3"])
+def test_emulated_other_kernels_channels_last(
+    emulator: ctypes.CDLL, variant: str, config: tuple[int, ...]
+) -> None:
+    x1, x2 = _inputs((1, 17, 7, 45), seed=23)
+    out = _emulate(emulator, x1, x2, config, variant, "nhwc", "nhwc")
+    np.testing.assert_allclose(out, _reference(x1, x2, config), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_emulated_channels_last_few_channels(emulator: ctypes.CDLL, channels: int) -> None:
+    """Few channels: chunks smaller than the output tile (the launch reserves room for it) and, for one
+    channel, NHWC strides that also read as NCHW."""
+    config = CONFIGS[0]
+    x1, x2 = _inputs((1, channels, 5, 67), seed=channels)
+    for variant in ("pair", "tiled"):
+        out = _emulate(emulator, x1, x2, config, variant, "nhwc", "nhwc")
+        np.testing.assert_allclose(out, _reference(x1, x2, config), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["pair", "tiled"])
+def test_emulated_fp16_channels_last(emulator: ctypes.CDLL, variant: str) -> None:
+    config = CONFIGS[0]
+    x1, x2 = _inputs((1, 24, 6, 40), seed=11, dtype=np.float16)
+    out = _emulate(emulator, x1, x2, config, variant, "nhwc", "nhwc")
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), _reference(x1, x2, config), rtol=2e-3, atol=2e-4)
+
+
+def test_emulated_layouts_agree_exactly(emulator: ctypes.CDLL) -> None:
+    """The layout changes the access order only: each output is the same fp32 sum, bit for bit."""
+    for config in NHWC_CONFIGS:
+        x1, x2 = _inputs((1, 20, 8, 40), seed=29)
+        nchw = _emulate(emulator, x1, x2, config)
+        np.testing.assert_array_equal(_emulate(emulator, x1, x2, config, "auto", "nhwc", "nhwc"), nchw)
 
 
 # ------------------------------------------------------------------------------------------------- GPU

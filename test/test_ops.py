@@ -330,3 +330,117 @@ def test_correlation_custom_op_fake_shapes_and_cpu_reference() -> None:
         assert fake.shape == real.shape and fake.dtype == real.dtype, params
     # schema, fake and CPU implementation agree (PyTorch's own checker)
     torch.library.opcheck(torch.ops.flownet2.correlation.default, (a, b, 4, 1, 4, 1, 2, 1.0))
+
+
+# ------------------------------------------------------------------------------- channels-last
+
+CL = torch.channels_last
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    out = x.contiguous(memory_format=CL)
+    assert not out.is_contiguous() and out.stride(1) == 1
+    return out
+
+
+def test_prefers_channels_last() -> None:
+    from flownet2_ros.ops.correlation import prefers_channels_last
+
+    x = torch.randn(2, 4, 5, 6)
+    assert not prefers_channels_last(x)
+    assert prefers_channels_last(_cl(x))
+    assert prefers_channels_last(_cl(x)[:, :, ::2, 1:])  # a strided slice of a channels-last tensor
+    assert not prefers_channels_last(x[:, :, ::2])
+    # both layouts at once (size-1 dimensions): NCHW, the format torch keeps for them
+    assert not prefers_channels_last(torch.empty(2, 1, 5, 6, memory_format=CL))
+    assert not prefers_channels_last(torch.empty(2, 4, 1, 1, memory_format=CL))
+    assert not prefers_channels_last(torch.randn(4, 5, 6)) and not prefers_channels_last(torch.randn(6))
+
+
+@pytest.mark.parametrize("cfg", [(20, 1, 20, 1, 2), (4, 1, 4, 1, 1), (3, 3, 2, 1, 1), (4, 3, 3, 2, 2)])
+def test_correlation_channels_last_inputs_give_identical_results(cfg: tuple[int, ...]) -> None:
+    """The torch op (the CPU path) on channels_last inputs: the very same numbers, NCHW output."""
+    gen = torch.Generator().manual_seed(sum(cfg))
+    x1 = torch.randn(2, 16, 44, 46, generator=gen)
+    x2 = torch.randn(2, 16, 44, 46, generator=gen)
+    want = correlation(x1, x2, **_cfg_kwargs(cfg))
+    got = correlation(_cl(x1), _cl(x2), **_cfg_kwargs(cfg))
+    assert torch.equal(got, want) and got.is_contiguous()
+
+
+def test_correlation_reads_channels_last_windows_in_place() -> None:
+    """The torch op gathers NHWC windows: a channels_last input's whole-image window is the input itself,
+    an NCHW input's is a transposed copy."""
+    from flownet2_ros.ops.correlation import _window_nhwc
+
+    x = torch.randn(1, 8, 6, 7)
+    y = _cl(x)
+    assert _window_nhwc(y, 0, 1, 6, 0, 1, 7).data_ptr() == y.data_ptr()
+    assert _window_nhwc(x, 0, 1, 6, 0, 1, 7).data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_warp_keeps_channels_last(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(12)
+    image = torch.randn(2, 3, 9, 12, generator=gen).to(dtype)
+    flow = (torch.randn(2, 2, 9, 12, generator=gen) * 3).to(dtype)
+    want = warp(image, flow)
+    assert want.is_contiguous()
+    for flw in (flow, _cl(flow)):
+        got = warp(_cl(image), flw)
+        assert got.dtype == dtype and got.stride(1) == 1 and got.is_contiguous(memory_format=CL)
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_channel_norm_keeps_channels_last(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 5, 9, 12, generator=gen).to(dtype)
+    want = channel_norm(x)
+    got = channel_norm(_cl(x))
+    # (B, 1, H, W) with channels_last strides, a view of the NHWC reduction: not an NCHW tensor to cat
+    assert got.shape == (2, 1, 9, 12) and got.stride() == (108, 1, 12, 1) and got.dtype == dtype
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    # gradient through the channels-last path, 0 at an all-zero pixel
+    z = _cl(torch.randn(1, 3, 4, 4, dtype=torch.float64)).requires_grad_()
+    with torch.no_grad():
+        z[0, :, 1, 1] = 0
+    channel_norm(z).sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and (z.grad[0, :, 1, 1] == 0).all()
+    assert torch.autograd.gradcheck(
+        channel_norm, (_cl(torch.randn(1, 3, 3, 4, dtype=torch.float64)).requires_grad_(),)
+    )
+
+
+def test_channels_last_stays_channels_last_through_a_flownet2_concatenation() -> None:
+    """What the FlowNet2 stacks concatenate (images, warped image, flow, brightness error norm) stays
+    channels_last, so the next convolution needs no transposition."""
+    gen = torch.Generator().manual_seed(14)
+    x1, x2 = (_cl(torch.randn(1, 3, 16, 20, generator=gen)) for _ in range(2))
+    flow = _cl(torch.randn(1, 2, 16, 20, generator=gen))
+    warped = warp(x2, flow)
+    cat = torch.cat((x1, x2, warped, flow / 20.0, channel_norm(x1 - warped)), dim=1)
+    assert cat.shape[1] == 12 and cat.is_contiguous(memory_format=CL) and not cat.is_contiguous()
+
+
+def test_correlation_custom_op_channels_last_cpu_and_fake_strides() -> None:
+    from flownet2_ros.ops.correlation_op import custom_op_available
+
+    if not custom_op_available():
+        pytest.skip("torch < 2.4 has no torch.library.custom_op; the model uses the torch op")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    gen = torch.Generator().manual_seed(15)
+    a = torch.randn(2, 16, 12, 20, generator=gen)
+    b = torch.randn(2, 16, 12, 20, generator=gen)
+    for params in ((4, 1, 4, 1, 2, 1.0), (3, 3, 2, 2, 1, 0.5), (2, 1, 1, 1, 3, 1.0)):  # last: one channel
+        want = correlation(a, b, *params)
+        for x1, x2 in ((a, b), (_cl(a), _cl(b)), (_cl(a), b), (a, _cl(b))):
+            real = torch.ops.flownet2.correlation(x1, x2, *params)
+            assert torch.equal(real, want), params
+            with FakeTensorMode() as mode:
+                fake = torch.ops.flownet2.correlation(mode.from_tensor(x1), mode.from_tensor(x2), *params)
+            assert (fake.shape, fake.stride(), fake.dtype) == (real.shape, real.stride(), real.dtype), params
+        cl_out = torch.ops.flownet2.correlation(_cl(a), _cl(b), *params)
+        assert cl_out.stride(1) == 1 and cl_out.is_contiguous(memory_format=CL), params
+    torch.library.opcheck(torch.ops.flownet2.correlation.default, (_cl(a), _cl(b), 4, 1, 4, 1, 2, 1.0))

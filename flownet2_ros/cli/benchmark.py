@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
             + _fmt(corr)
         )
         if device.startswith("cuda"):
-            from ..ops.cuda_correlation import benchmark_cuda_correlation
+            from ..bench.correlation import benchmark_cuda_correlation
 
             kernels = [
                 benchmark_cuda_correlation(shape, kernel_dtype, device=device)

@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Correlation", "correlation", "correlation_naive", "correlation_output_size"]
+__all__ = [
+    "Correlation",
+    "correlation",
+    "correlation_naive",
+    "correlation_output_size",
+    "prefers_channels_last",
+]
 
 # Columns (within one residue class) handled per matrix product; larger tiles waste more off-band work,
 # smaller ones give smaller, less efficient GEMMs. 32 covers a whole FlowNetC row at 384×512 input.
@@ -89,6 +95,22 @@ def correlation_output_size(
         )
     d = max_displacement // stride2
     return (2 * d + 1) ** 2, -(-span_h // stride1), -(-span_w // stride1)
+
+
+def prefers_channels_last(x: Tensor) -> bool:
+    """Whether a result computed from the 4-D tensor ``x`` should be laid out channels_last.
+
+    True when ``x`` is channels_last-contiguous but not NCHW-contiguous (a tensor that is both, possible
+    only with size-1 dimensions, counts as NCHW), or, for other strides, when its channels are closer in
+    memory than its columns (``stride(1) < stride(3)``). The CUDA correlation (and the custom op's fake)
+    allocates its output by this rule; :func:`~.warp.warp` and :func:`~.channel_norm.channel_norm` keep
+    such inputs channels_last.
+    """
+    if x.dim() != 4 or x.is_contiguous():
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    return bool(x.stride(1) < x.stride(3))
 
 
 def _validate_inputs(input1: Tensor, input2: Tensor) -> None:
@@ -218,6 +240,8 @@ def correlation(
     Defaults are the FlowNetC configuration.
 
     Differentiable, device-agnostic; float16/bfloat16 inputs are computed in float32 and cast back.
+    Inputs may have any strides: the op gathers channels-last windows itself, so channels_last inputs are
+    read in place where NCHW ones are transposed; the result is NCHW-contiguous.
 
     Args:
         input1 (Tensor): first feature map, shape (B, C, H, W).

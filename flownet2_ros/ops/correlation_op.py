@@ -4,7 +4,12 @@ Registered with ``torch.library`` (PyTorch 2.4 and newer), so that CUDA graphs a
 trace a network that calls our CUDA kernel: the op has a CUDA implementation (the NVRTC-compiled kernel of
 :mod:`.cuda_correlation`, on torch's current stream), a CPU implementation (the pure-torch op of
 :mod:`.correlation`, which stays the reference) and a fake (meta) implementation that only computes the
-output's shape.  The op is forward-only; training keeps the differentiable torch op.
+output's shape and strides.  The op is forward-only; training keeps the differentiable torch op.
+
+Memory format: every implementation returns its output in the format
+:func:`~.correlation.prefers_channels_last` picks for ``input1`` — channels_last for channels_last
+inputs, else NCHW-contiguous — so the model's channels_last path stays channels_last through the op and
+the fake tensors that graph capture and ``torch.compile`` trace with have the real strides.
 
 :func:`correlation_for_inference` is what :class:`~.correlation.Correlation` calls: the op on CUDA when
 gradients are off and the kernel loads on this GPU, else the torch op.  A kernel that cannot load (no
@@ -19,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .correlation import correlation
+from .correlation import correlation, prefers_channels_last
 
 __all__ = ["OP_NAME", "correlation_for_inference", "custom_op_available", "prepare_for_device"]
 
@@ -51,9 +56,12 @@ def _register() -> Any | None:
             return correlation_cuda(
                 input1, input2, pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply
             )
-        return correlation(
+        result = correlation(
             input1, input2, pad_size, kernel_size, max_displacement, stride1, stride2, corr_multiply
-        ).clone()  # a custom op may not return a view of anything
+        )
+        # A fresh tensor (a custom op may not return a view of anything) in the CUDA kernel's format.
+        out = _empty_output(input1, tuple(result.shape))
+        return out.copy_(result)
 
     @correlation_op.register_fake
     def _(
@@ -72,9 +80,15 @@ def _register() -> Any | None:
         out_h = -(-(height + 2 * pad_size - 2 * border) // stride1)
         out_w = -(-(width + 2 * pad_size - 2 * border) // stride1)
         channels = (2 * (max_displacement // stride2) + 1) ** 2
-        return input1.new_empty((batch, channels, out_h, out_w))
+        return _empty_output(input1, (batch, channels, out_h, out_w))
 
     return correlation_op
+
+
+def _empty_output(input1: Tensor, shape: tuple[Any, ...]) -> Tensor:
+    """The op's output buffer, allocated as :func:`..cuda_correlation.correlation_cuda` allocates it."""
+    fmt = torch.channels_last if prefers_channels_last(input1) else torch.contiguous_format
+    return torch.empty(shape, dtype=input1.dtype, device=input1.device, memory_format=fmt)
 
 
 _OP = _register()

@@ -9,12 +9,16 @@ device's exact ``sm_XY`` (runs on any driver of the same CUDA major version), fa
   works on machines without a GPU (only NVRTC is needed).
 - :func:`launch_config` — grid, block, shared memory and entry point for a problem (pure arithmetic).
 - :func:`launch_correlation` — launch on raw device pointers and a CUDA stream handle (what the
-  TensorRT plugin's ``enqueue`` calls).
+  TensorRT plugin's ``enqueue`` calls, with its NCHW buffers), with the element strides of the inputs
+  and of the output (default: contiguous NCHW; channels-last tensors are read and written in place).
 - :func:`prepare_kernel` — compile and load the module for a GPU *now* and check the toolchain (driver,
   cuda-bindings and NVRTC versions), so that a problem is one line naming the fix before TensorRT parses,
   builds or deserialises anything (an exception inside the plugin's ``enqueue`` is swallowed by TensorRT).
-- :func:`correlation_cuda` — the same for CUDA tensors, on torch's current stream.
-- :func:`benchmark_cuda_correlation` — the fast kernel against the naive kernel and the torch op.
+- :func:`correlation_cuda` — the same for CUDA tensors, on torch's current stream; NCHW or channels_last
+  inputs without a copy, the output in the inputs' memory format.
+
+Timing (fast kernel against the naive kernel and the torch op, NCHW against NHWC inputs):
+:func:`flownet2_ros.bench.correlation.benchmark_cuda_correlation`.
 
 Checked without a GPU (test/test_cuda_kernel.py): NVRTC compilation for compute_87/compute_90, the
 launch arguments against the compiled signatures, and the kernels themselves compiled as C++ and run by a
@@ -35,13 +39,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .correlation import correlation_output_size
+from .correlation import correlation_output_size, prefers_channels_last
 
 __all__ = [
     "DTYPES",
@@ -53,7 +57,6 @@ __all__ = [
     "CudaCorrelationError",
     "KernelStatus",
     "LaunchConfig",
-    "benchmark_cuda_correlation",
     "compile_cubin",
     "compile_ptx",
     "correlation_cuda",
@@ -87,6 +90,13 @@ _MAX_CHUNK = 16  # channels staged per step
 _NAIVE_BLOCK = 256
 _MAX_GRID_YZ = 65535
 _MAX_WARPS = 16  # CORR_MAX_THREADS / 32 in correlation.cu
+_PAIR_LD1 = 66  # PAIR_LD1: shared row stride of input 1 in the pair kernel
+_INT_MAX = 2**31 - 1  # the kernel's offsets inside one image are ints
+
+
+def _shared_ld(span: int) -> int:
+    """shared_ld of correlation.cu: the shared row stride (floats) of a row of ``span`` floats."""
+    return ((span + 1) & ~3) + 2
 
 
 class CudaCorrelationError(RuntimeError):
@@ -170,11 +180,15 @@ def launch_config(
     width: int,
     dtype: str = "float32",
     variant: str = "auto",
+    *,
+    channels_last_output: bool = False,
 ) -> LaunchConfig:
     """Geometry of the launch for inputs (batch, channels, height, width) (pure arithmetic, no GPU).
 
     ``variant``: ``auto`` (``pair`` where it applies — kernel_size 1 and stride2 = 2·stride1, as in
     FlowNetC — else ``tiled``), ``tiled``, ``pair`` or ``naive`` (the straightforward kernel).
+    ``channels_last_output``: the output's channel stride is below its column stride (an NHWC output,
+    which the fast kernels write through shared memory: the shared memory then also holds one output tile).
 
     Raises:
         ValueError: unknown dtype/variant, bad sizes, ``pair`` where it does not apply.
@@ -216,19 +230,21 @@ def launch_config(
     if variant == "pair":
         span2 = tx + 2 * (groups * ir - 1)
         half = ((span2 + 1) >> 1) | 1
-        per_channel = tx + 2 * half
+        per_channel = _PAIR_LD1 + 2 * half
     else:
         span1 = (tx - 1) * params.stride1 + params.kernel_size
-        per_channel = 2 * span1 + (groups * ir - 1) * params.stride2
+        span2 = span1 + (groups * ir - 1) * params.stride2
+        per_channel = _shared_ld(span1) + _shared_ld(span2)
     chunk = min(_MAX_CHUNK, channels, _MAX_SHARED_BYTES // (4 * per_channel))
     if chunk < 1:
         raise CudaCorrelationError(
             f"the correlation window ({per_channel} floats per channel) does not fit in shared memory"
         )
+    shared = 4 * chunk * per_channel
+    if channels_last_output:
+        shared = max(shared, 4 * tx * nd)  # the output tile [tx][nd]
     grid = (-(-out_w // tx), out_h, batch * nd)
-    return LaunchConfig(
-        entry, variant, grid, (32 * groups, 1, 1), 4 * chunk * per_channel, chunk, shape, scale
-    )
+    return LaunchConfig(entry, variant, grid, (32 * groups, 1, 1), shared, chunk, shape, scale)
 
 
 # --------------------------------------------------------------------------------------------- compiling
@@ -534,21 +550,39 @@ def launch_correlation(
     *,
     device: int | None = None,
     variant: str = "auto",
+    input_strides: Sequence[int] | None = None,
+    output_strides: Sequence[int] | None = None,
 ) -> LaunchConfig:
     """Launch the correlation on device memory (asynchronous, on ``stream``).
 
-    Inputs are contiguous NCHW (batch, channels, height, width) of ``dtype``; the output, contiguous
-    (batch, (2d+1)², H', W') of the same dtype, is fully overwritten. ``stream`` is a ``cudaStream_t`` as
-    an int (0: legacy default stream). ``device``: CUDA ordinal; None → the device of the current context.
+    Inputs are (batch, channels, height, width) of ``dtype``; the output, (batch, (2d+1)², H', W') of the
+    same dtype, is fully overwritten. ``input_strides`` (shared by both inputs) and ``output_strides`` are
+    element strides (batch, channel, row, column); None means contiguous NCHW (what the TensorRT plugin's
+    LINEAR buffers are). Channels-last tensors (channel stride 1) are read and written in place, with
+    coalesced accesses; any strides give the same result. ``stream`` is a ``cudaStream_t`` as an int
+    (0: legacy default stream). ``device``: CUDA ordinal; None → the device of the current context.
 
     Returns:
         LaunchConfig: what was launched.
 
     Raises:
-        CudaCorrelationError: no launcher, compilation/launch failure or limits; ValueError: bad arguments.
+        CudaCorrelationError: no launcher, compilation/launch failure or limits (also: an image whose
+        element offsets do not fit in 32 bits); ValueError: bad arguments.
     """
-    cfg = launch_config(params, batch, channels, height, width, dtype, variant)
-    _, _, out_h, out_w = cfg.output_shape
+    out_c, out_h, out_w = params.output_size(height, width)
+    in_strides = _check_strides("input", input_strides, (batch, channels, height, width))
+    out_strides = _check_strides("output", output_strides, (batch, out_c, out_h, out_w))
+    channels_last_output = out_strides[1] < out_strides[3]  # the kernel's own test (osc < osw)
+    cfg = launch_config(
+        params,
+        batch,
+        channels,
+        height,
+        width,
+        dtype,
+        variant,
+        channels_last_output=channels_last_output,
+    )
     args: list[tuple[Any, str]] = [
         (int(input1_ptr), "ptr"),
         (int(input2_ptr), "ptr"),
@@ -566,10 +600,36 @@ def launch_correlation(
         (cfg.scale, "float"),
         (cfg.chunk, "int"),
     ]
+    args += [(stride, "int") for stride in (*in_strides, *out_strides)]
     if cfg.variant == "naive":
         args.insert(0, (batch, "int"))
     _launcher(_current_device() if device is None else device).launch(cfg, args, int(stream))
     return cfg
+
+
+def _check_strides(
+    name: str, strides: Sequence[int] | None, sizes: tuple[int, int, int, int]
+) -> tuple[int, int, int, int]:
+    """Element strides (batch, channel, row, column) of a tensor of ``sizes``; None → contiguous NCHW.
+
+    Raises:
+        ValueError: not four non-negative ints. CudaCorrelationError: offsets beyond the kernel's ints.
+    """
+    _, channels, height, width = sizes
+    if strides is None:
+        strides = (channels * height * width, height * width, width, 1)
+    values = tuple(strides)
+    if len(values) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(f"{name} strides must be four non-negative ints, got {strides!r}")
+    # The stride of a size-1 dimension never moves an offset (torch leaves it arbitrary): clamp it to an int.
+    values = tuple(v if size > 1 else min(v, _INT_MAX) for size, v in zip(sizes, values, strict=True))
+    image = sum((size - 1) * stride for size, stride in zip(sizes[1:], values[1:], strict=True))
+    if max(image, values[0]) > _INT_MAX:
+        raise CudaCorrelationError(
+            f"the {name} is too large for the kernel: offsets inside one image up to {image} and batch "
+            f"stride {values[0]} must stay below 2^31"
+        )
+    return values[0], values[1], values[2], values[3]
 
 
 # ------------------------------------------------------------------------------------------- fail early
@@ -813,7 +873,11 @@ def correlation_cuda(
 ) -> Any:
     """The CUDA kernel on torch CUDA tensors (float32 or float16), on torch's current stream.
 
-    Same arguments and result as :func:`..correlation.correlation` (forward only, no autograd).
+    Same arguments and result as :func:`..correlation.correlation` (forward only, no autograd). Memory
+    format: NCHW-contiguous and channels_last-contiguous inputs are read in place (no copy); inputs with
+    other strides are first made contiguous in the format :func:`..correlation.prefers_channels_last`
+    picks for ``input1`` (``input2`` in ``input1``'s format). The output is allocated in that format:
+    channels_last for channels_last inputs, so the next convolution reads it without a copy.
     """
     import torch
 
@@ -829,9 +893,14 @@ def correlation_cuda(
     if input1.device.type != "cuda" or input1.device != input2.device:
         raise ValueError(f"inputs must be on one CUDA device, got {input1.device} and {input2.device}")
     batch, channels, height, width = input1.shape
-    _, out_c, out_h, out_w = launch_config(params, batch, channels, height, width).output_shape
-    a, b = input1.contiguous(), input2.contiguous()
-    out = torch.empty((batch, out_c, out_h, out_w), dtype=input1.dtype, device=input1.device)
+    out_c, out_h, out_w = params.output_size(height, width)
+    fmt = torch.channels_last if prefers_channels_last(input1) else torch.contiguous_format
+    # No copy when already so. Both are then contiguous in one format: their strides can differ only on
+    # dimensions of size 1, which never move an offset, so the kernel reads both with a's strides.
+    a, b = input1.contiguous(memory_format=fmt), input2.contiguous(memory_format=fmt)
+    out = torch.empty(
+        (batch, out_c, out_h, out_w), dtype=input1.dtype, device=input1.device, memory_format=fmt
+    )
     dtype = "float32" if input1.dtype == torch.float32 else "float16"
     with torch.cuda.device(input1.device):
         stream = torch.cuda.current_stream(input1.device).cuda_stream
@@ -848,82 +917,10 @@ def correlation_cuda(
             stream,
             device=input1.device.index if input1.device.index is not None else torch.cuda.current_device(),
             variant=variant,
+            input_strides=a.stride(),
+            output_strides=out.stride(),
         )
     return out
-
-
-def _cuda_median_ms(fn: Any, repeats: int, warmup: int) -> float:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
-
-
-def benchmark_cuda_correlation(
-    shape: tuple[int, int, int, int] = (1, 256, 48, 64),
-    dtype: str = "float32",
-    params: CorrelationParams = FLOWNETC_PARAMS,
-    repeats: int = 50,
-    warmup: int = 5,
-    device: str = "cuda",
-    include_torch: bool = True,
-) -> dict[str, Any]:
-    """Time the fast kernel, the tiled kernel, the naive kernel and the torch op on one GPU.
-
-    The default shape is FlowNetC's conv3 output at 384×512 input (use (1, 256, 56, 128) for 448×1024).
-
-    Returns:
-        dict: shape, dtype, params, device name, compile seconds, ``*_ms`` medians for ``fast``
-        (auto variant), ``tiled``, ``naive`` and ``torch``, speedups of ``fast`` over the others, and the
-        largest absolute difference of each kernel from the torch op.
-    """
-    import torch
-
-    from .correlation import correlation
-
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
-    gen = torch.Generator(device=device).manual_seed(0)
-    x1 = torch.randn(shape, device=device, dtype=torch_dtype, generator=gen)
-    x2 = torch.randn(shape, device=device, dtype=torch_dtype, generator=gen)
-    kwargs = params.as_dict()
-    t0 = time.perf_counter()
-    correlation_cuda(x1, x2, **kwargs)  # compiles and loads the module
-    torch.cuda.synchronize()
-    compile_s = time.perf_counter() - t0
-    reference = correlation(x1.float(), x2.float(), **kwargs)
-    result: dict[str, Any] = {
-        "shape": list(shape),
-        "dtype": dtype,
-        "params": kwargs,
-        "device": torch.cuda.get_device_name(torch.device(device)),
-        "variant": launch_config(params, *shape, dtype=dtype).variant,
-        "first_call_s": round(compile_s, 3),
-    }
-    runs: dict[str, Any] = {
-        "fast": lambda: correlation_cuda(x1, x2, **kwargs),
-        "tiled": lambda: correlation_cuda(x1, x2, **kwargs, variant="tiled"),
-        "naive": lambda: correlation_cuda(x1, x2, **kwargs, variant="naive"),
-    }
-    if include_torch:
-        runs["torch"] = lambda: correlation(x1, x2, **kwargs)
-    for name, fn in runs.items():
-        out = fn()
-        result[f"{name}_max_abs_diff"] = float((out.float() - reference).abs().max())
-        result[f"{name}_ms"] = round(_cuda_median_ms(fn, repeats, warmup), 4)
-    for other in ("tiled", "naive", "torch"):
-        if f"{other}_ms" in result and result["fast_ms"] > 0:
-            result[f"speedup_vs_{other}"] = round(result[f"{other}_ms"] / result["fast_ms"], 2)
-    return result
 
 
 def ptx_entry_points(ptx: str) -> list[str]:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .correlation import prefers_channels_last
+
 __all__ = ["Warp", "warp"]
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -18,7 +20,10 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
     (rightwards), ``v = flow[b, 1, y, x]`` (downwards); each of the four neighbours' coordinates is clamped
     into the image (border replication). Implemented as ``grid_sample(mode="bilinear",
     padding_mode="border", align_corners=True)``; differentiable with respect to both inputs.
-    float16/bfloat16 inputs are computed in float32 and cast back.
+    float16/bfloat16 inputs are computed in float32 and cast back. The image is read in place whatever its
+    strides; for a channels_last image (:func:`~.correlation.prefers_channels_last`) the result is
+    channels_last too (CUDA's grid_sample makes it so in recent PyTorch; elsewhere its NCHW result is
+    converted), so a concatenation with other channels_last tensors stays channels_last.
 
     Args:
         image (Tensor): (B, C, H, W).
@@ -57,6 +62,8 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
         gy = torch.zeros_like(gy)
     grid = torch.stack((gx, gy), dim=-1)  # (B, H, W, 2)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    if prefers_channels_last(image):
+        out = out.contiguous(memory_format=torch.channels_last)  # no-op where grid_sample kept it
     return out.to(image.dtype)
 
 
