@@ -480,3 +480,62 @@ def test_train_cli_runs_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert train_cli.main(["--resume", str(tmp_path / "out"), "--print-config"]) == 0
     assert "iterations: null" not in capsys.readouterr().out
+
+
+STAGE3 = Path(__file__).resolve().parents[1] / "config" / "train_embedded_default_stage3.yaml"
+
+
+def test_stage3_config_camera_like_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flownet2_ros.bench.data_throughput import STAGE3_TRAIN_DATA
+    from flownet2_ros.training import DatasetError, build_dataset
+
+    config = load_config(STAGE3)
+    train = config.data.train
+    assert train.name == "synthetic" and train.options["motion_distribution"] == "small"
+    assert train.options["camera_effects"] is True and train.options["max_displacement"] == 48
+    assert train.options["background_photo_prob"] == 0.7 and train.options["seed"] == 2
+    assert config.model.init == ["runs/embedded_default_stage2/checkpoint_best.pth.tar"]
+    assert config.optim.lr == 1e-4 and config.optim.batch_size == 8
+    assert config.run.val_interval == 500 and config.run.checkpoint_interval == 250
+    assert {"name": train.name, **train.options} == STAGE3_TRAIN_DATA  # the benchmark measures this config
+    # The options reach the generator; bad values fail with the option's name.
+    small = {**train.options, "num_samples": 2, "height": 32, "width": 32, "backgrounds": None}
+    dataset = build_dataset("synthetic", **small)
+    assert "camera effects" in dataset.describe()  # type: ignore[attr-defined]
+    with pytest.raises(DatasetError, match="motion_distribution must be one of uniform, small"):
+        build_dataset("synthetic", **{**small, "motion_distribution": "big"})
+    with pytest.raises(DatasetError, match=r"camera_effects: unknown option\(s\) noise"):
+        build_dataset("synthetic", **{**small, "camera_effects": {"noise": 1}})
+    # The config trains (tiny network and pairs here; on a fresh machine model.init=[] as documented).
+    argv = ["--config", str(STAGE3), "--iterations", "1", "--output", str(tmp_path / "out"), "--quiet"]
+    argv += ["--set", "model.init=[]", "--set", "model.thin=false", "--set", f"model.width={TINY}"]
+    argv += [
+        "--set",
+        "data.train.height=64",
+        "--set",
+        "data.train.width=64",
+        "--set",
+        "data.val_max_samples=2",
+    ]
+    argv += ["--batch-size", "2", "--workers", "0", "--no-tensorboard"]
+    assert train_cli.main(argv) == 0
+    assert "validation EPE" in capsys.readouterr().out
+
+
+def test_data_throughput_bench_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from flownet2_ros.bench import data_throughput
+
+    argv = ["--set", "data.train.height=64", "--set", "data.train.width=64", "--set", "model.thin=false"]
+    argv += ["--set", f"model.width={TINY}", "--batch", "2", "--workers", "0", "--batches", "1"]
+    argv += ["--steps", "1", "--train-workers", "0", "--repeat", "1"]
+    assert data_throughput.main(argv) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "(a) generator alone, in the main process:",
+        "(b) network alone",
+        "(c) DataLoader (0 workers)",
+    ):
+        assert line in out
+    assert "samples/s the network consumes" in out and "real loop / network alone" in out
+    assert data_throughput.main(["--set", "data.train.motion_distribution=big", "--skip", "network"]) == 2
+    assert "motion_distribution" in capsys.readouterr().err

@@ -3,10 +3,12 @@
 Every dataset is a ``torch.utils.data.Dataset`` whose items are dicts: ``image1``/``image2`` float32
 ``(3, H, W)`` RGB 0..255, ``flow`` float32 ``(2, H, W)`` (u, v pixels, image1 -> image2), ``valid`` bool
 ``(H, W)``, optionally ``occlusion`` bool ``(H, W)``, ``name`` and ``sequence`` strings. Sets without ground
-truth have no ``flow``/``valid``. See :mod:`.datasets`, :mod:`.synthetic` and :mod:`.augment`.
+truth have no ``flow``/``valid``. See :mod:`.datasets`, :mod:`.synthetic` (with :mod:`.camera_effects`) and
+:mod:`.augment`.
 """
 
 from .augment import CenterCrop, Compose, FlowAugmentation, Resize, apply_transforms
+from .camera_effects import CameraEffects
 from .datasets import (
     ChairsSDHom,
     FlowDataset,
@@ -27,6 +29,7 @@ from .photo_motion import PhotoMotionDataset, packaged_photographs, packaged_tra
 from .synthetic import SyntheticFlowDataset, SyntheticScene, render_scene
 
 __all__ = [
+    "CameraEffects",
     "CenterCrop",
     "ChairsSDHom",
     "Compose",

@@ -10,7 +10,8 @@ Sections (see ``config/train_*.yaml`` for annotated examples)::
            tensorboard, progress
 
 A data set spec has ``name``, ``root``, ``split``; every other key goes to the data set's constructor, e.g.
-``{name: synthetic, num_samples: 2000, height: 192, width: 256, max_displacement: 12}`` or
+``{name: synthetic, num_samples: 2000, height: 192, width: 256, max_displacement: 12}`` (the generator also
+takes ``motion_distribution: small`` and ``camera_effects: true``, see ``flownet2_ros.data.synthetic``) or
 ``{name: Sintel, root: /data/sintel, split: training, pass: clean}``. An override that changes
 ``data.train.name`` (or ``data.val.name``) starts a fresh spec: give ``root``/``split`` after it. ``data.val`` ``null`` picks a
 held-out set (the synthetic generator with another seed, or the reader's validation split);
