@@ -2,10 +2,13 @@
 
 Trains each thin candidate from scratch for the same number of steps on the same data (the stage-2
 generator of config/train_embedded_default_stage2.yaml: motions up to 40 px over procedural and
-photographic backgrounds), then measures every trained network on flownet2-compare's two 640×480 sets:
-EPE and CPU time per pair (the mean of the two sets' medians). The score is EPE × ms (lower is better: accuracy per millisecond).
+photographic backgrounds), then measures every trained network on flownet2-compare's 640×480 sets
+(``--sets``; by default synthetic and photos, the two the recorded sweep used; photos_large can be added):
+EPE and CPU time per pair (the mean of the sets' medians). The score is mean EPE × ms (lower is better:
+accuracy per millisecond).
 
     python scripts/choose_embedded_variant.py [--steps 400] [--variants FlowNet2S FlowNet2C FlowNet2SD]
+        [--sets synthetic photos photos_large]
 
 Short runs rank early learning speed, not final accuracy: the result is a proxy, recorded as such in the
 model card. Runs go to runs/variant_sweep/<variant>; the table also to runs/variant_sweep/table.md.
@@ -64,6 +67,13 @@ def main() -> int:
         help="stacks to compare, all thin (default FlowNet2S FlowNet2C FlowNet2SD)",
     )
     parser.add_argument("--pairs", type=int, default=12, help="pairs per evaluation set (default 12)")
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        choices=["synthetic", "photos", "photos_large"],
+        default=["synthetic", "photos"],
+        help="flownet2-compare sets to score on (default: synthetic photos)",
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/variant_sweep"), help="run folder")
     args = parser.parse_args()
 
@@ -71,7 +81,7 @@ def main() -> int:
     from flownet2_ros.cli.common import describe_machine
     from flownet2_ros.training.comparison import compare, comparison_sets
 
-    sets = comparison_sets(480, 640, args.pairs, max_displacement=24.0)
+    sets = comparison_sets(480, 640, args.pairs, max_displacement=24.0, sets=args.sets)
     lines = [
         "| variant (thin) | train s | "
         + " | ".join(f"{name} EPE px" for name in sets)
@@ -96,7 +106,8 @@ def main() -> int:
     lines += [
         "",
         f"{args.steps} steps each from scratch (batch 8, 192×256, lr 3e-4 constant, seed 1); "
-        f"{args.pairs} pairs per set (synthetic motion ≤ 24 px, photographs translated ≤ 16 px); "
+        f"{args.pairs} pairs per set ({', '.join(sets)}; synthetic motion ≤ 24 px, photos translated "
+        "≤ 16 px, photos_large 40–96 px); "
         f"measured on {describe_machine('cpu')}. Best EPE × ms: {best}.",
     ]
     table = "\n".join(lines)

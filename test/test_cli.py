@@ -214,11 +214,45 @@ def test_compare_measures_the_learned_model_at_each_size_against_classical_flow(
         "FlowNet2S from the embedded default model (cpu) at 128×64",
         "OpenCV dis_ultrafast",
     ]
-    assert {row["dataset"] for row in results["rows"]} == {"synthetic", "photos"}
+    assert [row["dataset"] for row in results["rows"]][::3] == ["synthetic", "photos", "photos_large"]
     for row in results["rows"]:
         assert row["pairs"] == 2 and row["time_ms"] > 0 and 0 <= row["epe"] < 50
         assert f"| {row['method']} |" in table
     assert "Measured on" in (tmp_path / "table.md").read_text()
+
+
+def test_compare_measures_the_large_motion_set_alone(tmp_path, capsys):
+    import json
+
+    from flownet2_ros.cli import compare
+
+    argv = ["--sets", "photos_large", "--pairs", "2", "--size", "160x128", "--network-sizes", "auto"]
+    assert compare.main([*argv, "--methods", "dis_ultrafast", "-o", str(tmp_path), "-q"]) == 0
+    table = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(row["method"], row["dataset"]) for row in results["rows"]] == [
+        ("FlowNet2S from the embedded default model (cpu)", "photos_large"),
+        ("OpenCV dis_ultrafast", "photos_large"),
+    ]
+    header = table.splitlines()[0]
+    assert header == "| method | photos_large EPE px | photos_large Fl-all % | photos_large ms/pair |"
+    dis = next(line for line in table.splitlines() if line.startswith("| OpenCV dis_ultrafast |"))
+    assert len(dis.strip("|").split("|")) == 4
+    assert all(row["pairs"] == 2 and row["time_ms"] > 0 and row["epe"] > 0 for row in results["rows"])
+
+
+def test_compare_sets_help_and_choices(capsys):
+    from flownet2_ros.cli import compare
+
+    with pytest.raises(SystemExit) as info:
+        compare.main(["--help"])
+    assert info.value.code == 0
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    for name in ("synthetic:", "photos:", "photos_large:", "40-96px", "seed--seed+1"):
+        assert name in text
+    with pytest.raises(SystemExit) as info:
+        compare.main(["--sets", "kitti"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_compare_rejects_bad_network_sizes(capsys):

@@ -160,6 +160,10 @@ def test_best_effort_input_reports_its_losses() -> None:
     # Frames lost between received ones are estimated from the stamps (those lost before the first or
     # after the last received frame cannot be seen): the estimate accounts for most of what is missing.
     assert lost <= missing + 1
-    assert lost >= 0.6 * missing - 3, (lost, missing)
+    if missing <= sent // 2:
+        assert lost >= 0.6 * missing - 3, (lost, missing)
+    else:  # most frames lost (a loaded machine): hardly two consecutive frames arrive, so the spacing
+        # overestimates the period and the estimate undercounts; it must still see a loss
+        assert lost >= 0.2 * missing, (lost, missing)
     if missing >= 10:
         assert "lost" in diag["_message"], diag["_message"]

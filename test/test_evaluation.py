@@ -206,3 +206,23 @@ def test_evaluate_cli_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert summary["images"] == 2 and summary["epe"] > 0
     assert (tmp_path / "out" / "results.json").is_file()
     assert len(list((tmp_path / "out" / "visualizations").iterdir())) == 1
+
+
+# ---------------------------------------------------------------------- flownet2-compare's table (#15)
+
+
+def test_comparison_table_has_three_columns_per_set() -> None:
+    from flownet2_ros.training.comparison import ComparisonRow, markdown_table
+
+    sets = ("synthetic", "photos", "photos_large")
+    rows = [
+        ComparisonRow(method, name, epe=1.0 + i + 10 * j, fl_all=5.0, time_ms=7.25, pairs=12)
+        for i, method in enumerate(("FlowNet2S", "OpenCV dis_fast"))
+        for j, name in enumerate(sets)
+    ]
+    lines = markdown_table(rows, "a test machine").splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == ["method"] + [f"{s} {c}" for s in sets for c in ("EPE px", "Fl-all %", "ms/pair")]
+    assert lines[1].count("|") == len(header) + 1
+    assert lines[3] == "| OpenCV dis_fast | 2.00 | 5.0 | 7.2 | 12.00 | 5.0 | 7.2 | 22.00 | 5.0 | 7.2 |"
+    assert "photos_large: 12 pairs" in lines[-1] and "a test machine" in lines[-1]

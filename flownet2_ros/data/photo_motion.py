@@ -3,7 +3,12 @@
 Each sample takes a photograph, cuts frame 1 out of it and renders frame 2 by moving the camera with a
 random homography close to identity (translation, rotation, scale, a little perspective) about the frame
 centre. Frame 2 is sampled from the whole photograph, so content entering the view is real. The ground
-truth flow of pixel p is ``M·p − p`` (dehomogenised), valid where ``M·p`` stays inside frame 2.
+truth flow of pixel p is ``M·p − p`` (dehomogenised), valid where ``M·p`` stays inside frame 2; pixels
+whose target leaves the frame keep their exact flow but are marked invalid (not scored).
+
+Two motion laws (``random_homography``): small motions near identity (a translation drawn in a box, the
+``photos`` set of ``flownet2-compare``), and large motions (``LARGE_MOTION``: a dominant 48–88 px translation
+in a random direction, the ``photos_large`` set).
 
 Photographs come from any folder, or from the sample images that scikit-image's wheel carries
 (``packaged_photographs``; public-domain/CC0 pictures per scikit-image's data documentation), read from
@@ -69,6 +74,22 @@ def packaged_training_photographs() -> list[Path]:
     return [path for path in found if path is not None]
 
 
+# The large-motion law of the ``photos_large`` evaluation set at 640×480 (keywords of ``random_homography``
+# and ``PhotoMotionDataset``): a translation of length uniform in [48, 88] px in a uniformly random
+# direction, rotation uniform in ±1°, scale 1 + uniform ±1 %, perspective terms uniform in ±1e-5 /px.
+# Pixel p (c the frame centre, t the translation) moves by t + (s·R·(p − c)/w − (p − c)) with
+# w = 1 + g·(p − c): the non-translational part is at most |p − c|·(|s − 1| + s·|θ| + s·|1/w − 1|) ≤ 14 px
+# (|p − c| ≤ 400 px at 640×480, |1/w − 1| ≤ 0.0057), so every pixel moves by 34–102 px; measured over 300
+# draws it is ≤ 8.3 px, every pixel moving by 42.8–93.4 px (median 66.6 px): all of it in [40, 96] px.
+LARGE_MOTION: dict[str, float] = {
+    "min_translation": 48.0,
+    "max_translation": 88.0,
+    "max_rotation_deg": 1.0,
+    "max_scale": 0.01,
+    "max_perspective": 1e-5,
+}
+
+
 def random_homography(
     rng: np.random.Generator,
     height: int,
@@ -77,11 +98,25 @@ def random_homography(
     max_rotation_deg: float = 4.0,
     max_scale: float = 0.06,
     max_perspective: float = 4e-5,
+    min_translation: float = 0.0,
 ) -> np.ndarray:
-    """A 3×3 homography about the frame centre: frame-1 pixel p moves to M·p in frame 2."""
+    """A 3×3 homography about the frame centre: frame-1 pixel p moves to M·p in frame 2.
+
+    Rotation θ ~ U(±max_rotation_deg), scale s = 1 + U(±max_scale), perspective terms g ~ U(±max_perspective)
+    each, about the frame centre, then a translation t. With ``min_translation`` 0, t's components are each
+    U(±max_translation) (a box); with ``min_translation`` > 0, |t| ~ U(min_translation, max_translation) in a
+    direction U(0, 2π) (a ring: every pair has a large motion). The draws are made in that order (θ, s, t,
+    g), so the box law gives the same homographies as it always did for the same generator state.
+    """
     angle = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg))
     scale = 1.0 + rng.uniform(-max_scale, max_scale)
-    tx, ty = rng.uniform(-max_translation, max_translation, 2)
+    if min_translation > 0:
+        if min_translation > max_translation:
+            raise ValueError(f"min_translation {min_translation} > max_translation {max_translation}")
+        length, direction = rng.uniform(min_translation, max_translation), rng.uniform(0.0, 2 * np.pi)
+        tx, ty = length * np.cos(direction), length * np.sin(direction)
+    else:
+        tx, ty = rng.uniform(-max_translation, max_translation, 2)
     px, py = rng.uniform(-max_perspective, max_perspective, 2)
     cx, cy = (width - 1) / 2, (height - 1) / 2
     to_centre = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], np.float64)
@@ -131,7 +166,9 @@ class PhotoMotionDataset(Dataset):
     """Pairs from photographs under random homographies; item ``i`` depends only on ``(seed, i)``.
 
     Items follow the dataset contract: ``image1``/``image2`` (3, H, W) float32 0..255, ``flow`` (2, H, W)
-    pixels, ``valid`` (H, W) bool, ``name``, ``sequence`` (the photograph's name).
+    pixels, ``valid`` (H, W) bool, ``name``, ``sequence`` (the photograph's name). The motion law is
+    ``random_homography``'s with these keywords (``PhotoMotionDataset(..., **LARGE_MOTION)`` for large
+    motions).
     """
 
     def __init__(
@@ -144,13 +181,21 @@ class PhotoMotionDataset(Dataset):
         max_translation: float = 16.0,
         max_rotation_deg: float = 4.0,
         max_scale: float = 0.06,
+        max_perspective: float = 4e-5,
+        min_translation: float = 0.0,
     ) -> None:
         from ..flowio.frames import read_rgb
 
         if not photos:
             raise ValueError("PhotoMotionDataset needs at least one photograph (is scikit-image installed?)")
         self.height, self.width, self.seed, self.num_samples = height, width, seed, num_samples
-        self.motion = (max_translation, max_rotation_deg, max_scale)
+        self.motion = {
+            "max_translation": max_translation,
+            "max_rotation_deg": max_rotation_deg,
+            "max_scale": max_scale,
+            "max_perspective": max_perspective,
+            "min_translation": min_translation,
+        }
         margin = (
             int(np.ceil(max_translation + max(height, width) * (max_scale + np.deg2rad(max_rotation_deg))))
             + 8
@@ -188,7 +233,7 @@ class PhotoMotionDataset(Dataset):
         name, photo = self._photos[index % len(self._photos)]
         max_y, max_x = photo.shape[0] - self.height - self._margin, photo.shape[1] - self.width - self._margin
         offset = (int(rng.integers(self._margin, max_y + 1)), int(rng.integers(self._margin, max_x + 1)))
-        matrix = random_homography(rng, self.height, self.width, *self.motion)
+        matrix = random_homography(rng, self.height, self.width, **self.motion)
         frame1, frame2 = render_pair(photo, matrix, self.height, self.width, offset)
         flow, valid = homography_flow(matrix, self.height, self.width)
         return {

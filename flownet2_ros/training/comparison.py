@@ -1,16 +1,23 @@
 """Learned vs classical flow on the same pairs, same machine, one run: the embedded model's report card.
 
-Two sets with exact ground truth at a robot camera's resolution (640×480 by default):
-- ``synthetic``: held-out procedural pairs (a seed never used for training), FlyingChairs-like motion;
-- ``photos``: real photographs under random homographies (``PhotoMotionDataset``), no photograph of which
-  is used by the synthetic training data.
+Three sets with exact ground truth at a robot camera's resolution (640×480 by default):
+- ``synthetic``: held-out procedural pairs (a seed never used for training), FlyingChairs-like motion up to
+  ``max_displacement``;
+- ``photos``: real photographs under random near-identity homographies (``PhotoMotionDataset``), no
+  photograph of which is used by the synthetic training data: translation up to ``max_displacement / 1.5``
+  per axis, rotation ≤ 4°, scale ±6 %;
+- ``photos_large``: the same photographs under large motions (``LARGE_MOTION``: a 48–88 px translation in a
+  random direction, rotation ≤ 1°, scale ±1 %, so pixels move by 40–96 px at 640×480; the translation is
+  scaled by ``min(height / 480, width / 640)`` at other sizes), seeded with ``seed + 1``.
 
+In all photograph sets, pixels whose motion takes them out of frame 2 are invalid (not scored).
 Each estimator sees the uint8 frames exactly as a node would hand them over (``FlowEstimator.estimate``);
 the time per pair is wall time on this machine, every method free to use all cores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,21 +36,58 @@ class ComparisonRow:
     pairs: int
 
 
-def comparison_sets(
-    height: int = 480, width: int = 640, pairs: int = 24, seed: int = 424242, max_displacement: float = 24.0
-) -> dict[str, Dataset]:
-    """The two evaluation sets (held-out synthetic, photographs under homographies)."""
-    from ..data import PhotoMotionDataset, SyntheticFlowDataset, packaged_photographs
+SET_NAMES = ("synthetic", "photos", "photos_large")
 
-    sets: dict[str, Dataset] = {
-        "synthetic": SyntheticFlowDataset(pairs, height, width, seed=seed, max_displacement=max_displacement)
-    }
-    photos = packaged_photographs()
-    if photos:
-        sets["photos"] = PhotoMotionDataset(
-            photos, pairs, height, width, seed=seed, max_translation=max_displacement / 1.5
+# ``photos_large`` is seeded with ``seed + PHOTOS_LARGE_SEED_OFFSET`` (424243 by default): a seed of its own,
+# never a training seed (those are small: 0, 1, 2, and 1000003 more for validation).
+PHOTOS_LARGE_SEED_OFFSET = 1
+
+
+def comparison_sets(
+    height: int = 480,
+    width: int = 640,
+    pairs: int = 24,
+    seed: int = 424242,
+    max_displacement: float = 24.0,
+    sets: Sequence[str] = SET_NAMES,
+) -> dict[str, Dataset]:
+    """The evaluation sets named in ``sets`` (see the module docstring), in that order.
+
+    The photograph sets are left out when scikit-image (which carries the photographs) is not installed.
+
+    Raises:
+        ValueError: for a name not in ``SET_NAMES``.
+    """
+    from ..data import PhotoMotionDataset, SyntheticFlowDataset, packaged_photographs
+    from ..data.photo_motion import LARGE_MOTION
+
+    unknown = [name for name in sets if name not in SET_NAMES]
+    if unknown:
+        raise ValueError(
+            f"unknown evaluation set(s) {', '.join(unknown)}; choose from {', '.join(SET_NAMES)}"
         )
-    return sets
+    photos = packaged_photographs()
+    result: dict[str, Dataset] = {}
+    for name in dict.fromkeys(sets):
+        if name == "synthetic":
+            result[name] = SyntheticFlowDataset(
+                pairs, height, width, seed=seed, max_displacement=max_displacement
+            )
+        elif not photos:
+            continue
+        elif name == "photos":
+            result[name] = PhotoMotionDataset(
+                photos, pairs, height, width, seed=seed, max_translation=max_displacement / 1.5
+            )
+        else:  # photos_large: the law is set at 640×480 and scales with the frame
+            factor = min(height / 480, width / 640)
+            law = dict(LARGE_MOTION)
+            law["min_translation"] *= factor
+            law["max_translation"] *= factor
+            result[name] = PhotoMotionDataset(
+                photos, pairs, height, width, seed=seed + PHOTOS_LARGE_SEED_OFFSET, **law
+            )
+    return result
 
 
 def compare(
