@@ -234,3 +234,22 @@ def test_threads_are_set_for_inference():
             TorchFlowEstimator(_Recorder(), device="cpu", threads=-2)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_backend_implements_estimate_or_estimate_batch():
+    from flownet2_ros.backends import BackendInfo, FlowEstimator, FlowRequest
+
+    with pytest.raises(TypeError, match="must implement estimate or estimate_batch"):
+
+        class Neither(FlowEstimator):  # noqa: F841 - defining it is the test
+            info = BackendInfo("x", "cpu", "fp32", "x", None)
+
+    class BatchOnly(FlowEstimator):
+        info = BackendInfo("x", "cpu", "fp32", "x", None)
+
+        def estimate_batch(self, requests):
+            return [np.full((*r.rgb1.shape[:2], 2), 3.0, np.float32) for r in requests]
+
+    frame = np.zeros((4, 6, 3), np.uint8)
+    assert BatchOnly().estimate(frame, frame).shape == (4, 6, 2)
+    assert len(BatchOnly().estimate_batch([FlowRequest(frame, frame)] * 2)) == 2

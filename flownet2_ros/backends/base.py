@@ -55,7 +55,13 @@ class FlowEstimator(ABC):
     defaults to the input size; vectors are scaled to the output grid.
     """
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.estimate is FlowEstimator.estimate and cls.estimate_batch is FlowEstimator.estimate_batch:
+            raise TypeError(
+                f"{cls.__name__} must implement estimate or estimate_batch (each defaults to the other)"
+            )
+
     def estimate(
         self,
         rgb1: np.ndarray,
@@ -70,15 +76,18 @@ class FlowEstimator(ABC):
 
         ``key1``/``key2``: identities of the frames (e.g. a frame counter); a frame seen before under the
         same key is not copied to the device again. ``out``: a (H_out, W_out, 2) float32 C-contiguous array
-        to write into (no allocation per frame); returned when given.
+        to write into (no allocation per frame); returned when given. Without ``out`` a GPU backend may
+        return a view of a reused page-locked buffer, valid until its next call. This default is a batch of
+        one (:meth:`estimate_batch`).
         """
+        return self.estimate_batch([FlowRequest(rgb1, rgb2, key1, key2, output_size, out)])[0]
 
     def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
         """Flow for several pairs in one call (e.g. one pair per camera), in the order given.
 
         Pairs may differ in size; a backend that batches runs pairs of one input size through the network
         together. Keys are unique across all callers (a frame of one camera never shares a key with a frame
-        of another). This default runs the pairs one by one.
+        of another). This default runs the pairs one by one through :meth:`estimate`.
         """
         return [
             self.estimate(r.rgb1, r.rgb2, key1=r.key1, key2=r.key2, output_size=r.output_size, out=r.out)

@@ -587,20 +587,6 @@ class TensorRTFlowEstimator(FlowEstimator):
 
     # --------------------------------------------------------------------------------------- API
 
-    def estimate(
-        self,
-        rgb1: np.ndarray,
-        rgb2: np.ndarray,
-        *,
-        key1: int | None = None,
-        key2: int | None = None,
-        output_size: tuple[int, int] | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """See ``FlowEstimator.estimate``. Without ``out`` the result is a view of a reused page-locked
-        buffer, valid until the next call."""
-        return self.estimate_batch([FlowRequest(rgb1, rgb2, key1, key2, output_size, out)])[0]
-
     def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
         """See ``FlowEstimator.estimate_batch``: up to the profile maximum of pairs per engine run, larger
         calls split into consecutive runs; results in request order. Without ``out`` each result is a view

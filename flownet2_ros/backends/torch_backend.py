@@ -71,21 +71,6 @@ class TorchFlowEstimator(FlowEstimator):
             raise BackendError("estimator was closed")
         return self._core
 
-    def estimate(
-        self,
-        rgb1: np.ndarray,
-        rgb2: np.ndarray,
-        *,
-        key1: int | None = None,
-        key2: int | None = None,
-        output_size: tuple[int, int] | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """See ``FlowEstimator.estimate``. On CUDA without ``out`` the result is a view of a reused
-        page-locked buffer, valid until the next call."""
-        request = FlowRequest(rgb1, rgb2, key1=key1, key2=key2, output_size=output_size, out=out)
-        return self.estimate_batch([request])[0]
-
     def estimate_batch(self, requests: Sequence[FlowRequest]) -> list[np.ndarray]:
         """See ``FlowEstimator.estimate_batch``: pairs of one input and output size form one batch."""
         return self._live().estimate_batch(requests)
