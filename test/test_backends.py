@@ -241,7 +241,7 @@ def test_a_backend_implements_estimate_or_estimate_batch():
 
     with pytest.raises(TypeError, match="must implement estimate or estimate_batch"):
 
-        class Neither(FlowEstimator):  # noqa: F841 - defining it is the test
+        class Neither(FlowEstimator):  # defining it is the test
             info = BackendInfo("x", "cpu", "fp32", "x", None)
 
     class BatchOnly(FlowEstimator):
