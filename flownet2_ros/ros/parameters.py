@@ -389,7 +389,9 @@ def check_value(name: str, raw: Any) -> str | None:
     if name == "cameras":
         return check_camera_names(checked)
     if name == "max_network_pixels" and 0 < int(checked) < 64 * 64:
-        return f"max_network_pixels out of range: 0 (the model's own cap) or at least 4096 (64x64), got {value}"
+        return (
+            f"max_network_pixels out of range: 0 (the model's own cap) or at least 4096 (64x64), got {value}"
+        )
     if spec.int_range is not None:
         low, high, step = spec.int_range
         integer = int(checked)
