@@ -120,6 +120,30 @@ def test_variant_sweep_script_trains_measures_and_ranks(tmp_path: Path) -> None:
     table = (tmp_path / "table.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| FlowNet2S |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 6 and all(float(c) > 0 for c in cells[1:])
+    # variant, network size, train s, steps, EPE per set (2), ms, EPE x ms
+    assert len(cells) == 8 and cells[1] == "640×512" and cells[3] == "2"
+    assert all(float(c) > 0 for c in cells[2:])
     assert "Best EPE × ms: FlowNet2S" in table
     assert (tmp_path / "FlowNet2S" / "checkpoint_latest.pth.tar").is_file()
+
+    # at equal cost with a wall-time budget: a size within the CPU budget, training stopped by the clock
+    equal = tmp_path / "equal"
+    arguments = ["--minutes", "0.02", "--equal-ms", "20", "--pairs", "2", "--variants", "FlowNet2S"]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments, "--output", str(equal)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "takes" in result.stdout and "budget 20" in result.stdout
+    row = next(
+        line for line in (equal / "table.md").read_text().splitlines() if line.startswith("| FlowNet2S |")
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    width, height = (int(v) for v in cells[1].split("×"))
+    timed = next(line for line in result.stdout.splitlines() if line.startswith("FlowNet2S: "))
+    size, ms = timed.split()[1], float(timed.split(" takes ")[1].split()[0])
+    assert size == f"{width}x{height}" and width % 64 == 0 and height % 64 == 0
+    assert ms <= 20 or (width, height) == (192, 128)  # within the budget, or the smallest size tried
+    assert int(cells[3]) >= 1
