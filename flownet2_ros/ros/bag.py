@@ -58,7 +58,7 @@ from std_msgs.msg import Header
 
 from ..backends import BackendConfig, FlowEstimator, FlowRequest, create_estimator
 from ..flowio.visualize import flow_magnitude, flow_to_color
-from .flow_node import OUTPUTS, FlowNode, scale_camera_info, sibling_topic
+from .flow_node import OUTPUTS, FlowNode, ScaledInfoCache, sibling_topic
 from .flow_recorder import save_flow_frame
 from .image_convert import (
     KIND_CONVERSION_FAILED,
@@ -309,7 +309,7 @@ class _InfoTrack:
         self.matcher: StampMatcher[CameraInfo] = StampMatcher()
         self.fed = 0  # items[:fed] went into the matcher
         self.last: float | None = None
-        self.cache: tuple[CameraInfo, tuple[int, int], CameraInfo] | None = None
+        self.scaled_info = ScaledInfoCache()
 
     def match(self, stamp: float, period: float | None) -> CameraInfo | None:
         """As the node: the info stamped ``stamp``, else the newest at most ``period`` s older."""
@@ -328,14 +328,7 @@ class _InfoTrack:
         src = self.match(frame.stamp, period)
         if src is None:
             return None
-        if self.cache is not None and self.cache[0] is src and self.cache[1] == (out_h, out_w):
-            return self.cache[2]
-        in_w = src.width or frame.width
-        in_h = src.height or frame.height
-        scaled = scale_camera_info(src, out_w / in_w, out_h / in_h)
-        scaled.width, scaled.height = out_w, out_h
-        self.cache = (src, (out_h, out_w), scaled)
-        return scaled
+        return self.scaled_info.get(src, frame, out_h, out_w)
 
 
 @dataclass(eq=False)

@@ -206,7 +206,7 @@ class Camera:
         self.out_flow = _ImageOutput("32FC2", np.float32, 2)
         self.out_mag = _ImageOutput("32FC1", np.float32, 1)
         self.out_color = _ImageOutput("rgb8", np.uint8, 3)
-        self.scaled_info: tuple[CameraInfo, tuple[int, int], CameraInfo] | None = None
+        self.scaled_info = ScaledInfoCache()
 
     @property
     def label(self) -> str:
@@ -513,7 +513,7 @@ class FlowNode(LifecycleNode):
             camera.pairer = None
             camera.scratch = RgbScratch()
             camera.infos.clear()
-            camera.scaled_info = None
+            camera.scaled_info.clear()
 
     def destroy_node(self) -> None:
         """Release the backend and stop the worker, then destroy the node."""
@@ -801,15 +801,7 @@ class FlowNode(LifecycleNode):
         src = camera.infos.match(decision.info.stamp, period)
         if src is None:
             return None
-        cached = camera.scaled_info
-        if cached is not None and cached[0] is src and cached[1] == (out_h, out_w):
-            return cached[2]
-        in_w = src.width or decision.info.width
-        in_h = src.height or decision.info.height
-        scaled = scale_camera_info(src, out_w / in_w, out_h / in_h)
-        scaled.width, scaled.height = out_w, out_h
-        camera.scaled_info = (src, (out_h, out_w), scaled)
-        return scaled
+        return camera.scaled_info.get(src, decision.info, out_h, out_w)
 
     # --------------------------------------------------------------------------------- diagnostics
 
@@ -856,6 +848,29 @@ class FlowNode(LifecycleNode):
             )
         except Exception as exc:
             self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}")
+
+
+class ScaledInfoCache:
+    """A camera_info scaled to the flow's output grid, remade only when the source info or the grid
+    changes (the node's and the bag tool's rule: intrinsics scaled by output / info size, the info's
+    size falling back to the frame's when it is 0)."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[CameraInfo, tuple[int, int], CameraInfo] | None = None
+
+    def clear(self) -> None:
+        self._cached = None
+
+    def get(self, src: CameraInfo, frame: FrameInfo, out_h: int, out_w: int) -> CameraInfo:
+        cached = self._cached
+        if cached is not None and cached[0] is src and cached[1] == (out_h, out_w):
+            return cached[2]
+        in_w = src.width or frame.width
+        in_h = src.height or frame.height
+        scaled = scale_camera_info(src, out_w / in_w, out_h / in_h)
+        scaled.width, scaled.height = out_w, out_h
+        self._cached = (src, (out_h, out_w), scaled)
+        return scaled
 
 
 def scale_camera_info(info: CameraInfo, sx: float, sy: float) -> CameraInfo:
